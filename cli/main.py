@@ -1,0 +1,42 @@
+"""The `corral` command: argument parsing and dispatch to one module per command group."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import version
+from typing import Callable, Sequence
+
+from corral.cli import definitions
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser; each command group registers its own subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="corral",
+        description="Define, run and serve GGUF models from files you keep in git.",
+    )
+    parser.add_argument("--version", action="version", version=f"corral {version('corral')}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    definitions.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
