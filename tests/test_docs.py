@@ -1,0 +1,33 @@
+"""The README documents what the code does (Datasette-style: a new setting without docs fails)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from corral.dsl.parameters import DEPRECATED, PARAMETERS
+from corral.dsl.syntax import COMMANDS
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_every_parameter_is_documented(name):
+    assert f"`{name}`" in README
+
+
+@pytest.mark.parametrize("name", sorted(DEPRECATED - {"mirostat_tau", "mirostat_eta"}))
+def test_every_deprecated_parameter_is_documented(name):
+    assert f"`{name}" in README
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_is_documented(command):
+    assert re.search(rf"`{command}\b", README)
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert "test-command" in ci and "<!-- test-command -->" in README
