@@ -1,0 +1,143 @@
+"""IR -> RuntimeSpec: resolve the weights, settle the template and stops, plan the memory.
+
+`compile_definition` reads files only through the GGUF reader and the resolver it is given, so
+the same definition, files and GPU readings always give the same spec (and digest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.compiler.chat_template import compile_template, known_stops, recognise
+from corral.compiler.errors import GGUFError, WeightsError
+from corral.compiler.gguf_check import check_gguf
+from corral.compiler.gguf_info import ModelInfo, read_model_info
+from corral.compiler.gpus import GpuInventory
+from corral.compiler.plan import plan_memory
+from corral.compiler.resolve import (DIGEST, BaseModel, ModelResolver, expand, find_weights,
+                                     looks_like_path, resolve_model, weights_ref)
+from corral.compiler.spec import (ChatMessage, LoadOptions, ModelSummary, RuntimeSpec, TemplateSpec,
+                                  WeightsRef)
+from corral.dsl.ir import ModelDefinition
+from corral.dsl.parameters import LOAD_TIME, ParamValue
+from corral.dsl.span import Span
+
+# Ollama's template when neither the definition nor the GGUF gives one.
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
+DEFAULT_NUM_CTX = 4096
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Machine-level settings that are not part of a definition."""
+
+    inventory: GpuInventory
+    num_parallel: int = 1
+    default_num_ctx: int = DEFAULT_NUM_CTX
+
+
+def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolver: ModelResolver,
+                       options: CompileOptions, source: str | None = None) -> RuntimeSpec:
+    """Compile a definition into a runnable spec; raises CompileError subclasses with spans."""
+    base, weights_path, weights = _resolve_from(d, base_dir, resolver)
+    info = _model_info(weights_path, d.from_.span)
+    adapters = (base.adapters if base else ()) + tuple(_adapter(a.value, a.span, base_dir) for a in d.adapters)
+
+    params: dict[str, ParamValue] = dict(base.parameters) if base else {}
+    params.update({p.name: p.value for p in d.parameters})
+
+    template = _template(d, base, info)
+    stop = _stops(params, template, info)
+    num_ctx = int(params.get("num_ctx") or min(options.default_num_ctx, info.context_length or options.default_num_ctx))
+    plan = plan_memory(info, options.inventory, num_ctx=num_ctx, num_parallel=options.num_parallel,
+                       num_batch=int(params.get("num_batch", 512)), num_gpu=int(params.get("num_gpu", -1)),
+                       main_gpu=_opt_int(params.get("main_gpu")))
+    load = LoadOptions(
+        num_ctx=num_ctx, num_batch=int(params.get("num_batch", 512)), num_parallel=options.num_parallel,
+        num_thread=int(params.get("num_thread", 0)), use_mmap=bool(params.get("use_mmap", True)),
+        n_gpu_layers=plan.n_gpu_layers, main_gpu=plan.main_gpu, tensor_split=plan.tensor_split,
+    )
+    messages = tuple(ChatMessage(role=m.role, content=m.content) for m in d.messages) or (base.messages if base else ())
+    system = d.system.value if d.system is not None else (base.system if base else None)
+    return RuntimeSpec(
+        name=name, weights=weights, adapters=adapters, model=_summary(info), template=template,
+        system=system, messages=messages, stop=stop, parameters=params,
+        options={k: v for k, v in params.items() if k not in LOAD_TIME and k != "stop"},
+        load=load, plan=plan,
+        licenses=(base.licenses if base else ()) + tuple(x.value for x in d.licenses),
+        requires=d.requires.value if d.requires else None, source=source,
+    )
+
+
+def _resolve_from(d: ModelDefinition, base_dir: Path, resolver: ModelResolver
+                  ) -> tuple[BaseModel | None, Path, WeightsRef]:
+    value, span = d.from_.value, d.from_.span
+    digest = DIGEST.match(value)
+    if digest:
+        path = resolver.blob(f"sha256:{digest.group(1).lower()}")
+        if path is None:
+            raise WeightsError(f"blob {value} is not in the store", span,
+                               hint="upload it with POST /api/blobs, or point FROM at the file")
+        return None, path, weights_ref(path, f"sha256:{digest.group(1).lower()}")
+    path = expand(value, base_dir)
+    if path.exists() or looks_like_path(value):
+        found = find_weights(path, span)
+        return None, found, weights_ref(found.resolve())
+    base = resolve_model(resolver, value, span)
+    return base, Path(base.weights.path), base.weights
+
+
+def _model_info(path: Path, span: Span | None) -> ModelInfo:
+    try:
+        return read_model_info(path)
+    except WeightsError as e:
+        raise type(e)(e.message, span, e.hint) from None
+
+
+def _adapter(value: str, span: Span | None, base_dir: Path) -> WeightsRef:
+    path = find_weights(expand(value, base_dir), span, what="ADAPTER")
+    try:
+        check_gguf(path)
+    except GGUFError as e:
+        raise GGUFError(e.message, span, e.hint) from None
+    return weights_ref(path.resolve())
+
+
+def _template(d: ModelDefinition, base: BaseModel | None, info: ModelInfo) -> TemplateSpec:
+    if d.template is not None:
+        text, origin, span = d.template.value, "definition", d.template.span
+    elif base is not None and base.template is not None:
+        text, origin, span = base.template, "base", None
+    elif info.chat_template:
+        text, origin, span = info.chat_template, "gguf", None
+    else:
+        text, origin, span = DEFAULT_TEMPLATE, "default", None
+    compiled = compile_template(text, origin=span)
+    name = compiled.name or (recognise(text) if compiled.kind == "jinja" else None)
+    return TemplateSpec(kind=compiled.kind, source=text, jinja=compiled.jinja, name=name, origin=origin)  # type: ignore[arg-type]
+
+
+def _stops(params: dict[str, ParamValue], template: TemplateSpec, info: ModelInfo) -> tuple[str, ...]:
+    """Stops from the parameters, then the template's known stops, then the GGUF's eos token."""
+    found: list[str] = list(params.get("stop", ()))  # type: ignore[arg-type]
+    if "stop" not in params and template.name:
+        found += known_stops(template.name)
+    if info.eos_token:
+        found.append(info.eos_token)
+    return tuple(dict.fromkeys(s for s in found if s))
+
+
+def _summary(info: ModelInfo) -> ModelSummary:
+    return ModelSummary(
+        architecture=info.architecture, parameter_count=info.parameter_count,
+        parameter_size=info.parameter_size, quantization=info.quantization,
+        context_length=info.context_length, block_count=info.block_count,
+        embedding_length=info.embedding_length, head_count=info.head_count,
+        head_count_kv=info.head_count_kv, vocab_size=info.vocab_size,
+        bos_token=info.bos_token, eos_token=info.eos_token,
+    )
+
+
+def _opt_int(value: ParamValue | None) -> int | None:
+    return None if value is None else int(value)  # type: ignore[arg-type]

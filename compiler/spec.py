@@ -1,0 +1,110 @@
+"""RuntimeSpec: everything the runtime needs to run a model, settled at compile time.
+
+Frozen and content-addressed: `digest` changes exactly when something that affects a request
+changes, and `load_digest` exactly when the weights must be reloaded (weights, adapters, context,
+GPU plan). Hot reload compares the two to decide between a spec swap and a reload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from corral.compiler.plan import MemoryPlan
+from corral.dsl.parameters import ParamValue
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WeightsRef(_Frozen):
+    """A GGUF file, identified by content digest when known, else by path, size and mtime."""
+
+    path: str
+    size: int
+    digest: str | None = None  # "sha256:<hex>" for store blobs
+    mtime_ns: int | None = None
+
+
+class ModelSummary(_Frozen):
+    """What `show` and the APIs report about the model (from the GGUF header)."""
+
+    architecture: str
+    parameter_count: int
+    parameter_size: str
+    quantization: str
+    context_length: int | None
+    block_count: int
+    embedding_length: int
+    head_count: int
+    head_count_kv: int
+    vocab_size: int
+    bos_token: str | None
+    eos_token: str | None
+
+
+class TemplateSpec(_Frozen):
+    """The chat template: as written, and the sandboxed Jinja it runs as."""
+
+    kind: Literal["jinja", "go"]
+    source: str
+    jinja: str
+    name: str | None  # the Ollama template it was recognised as, if any
+    origin: Literal["definition", "base", "gguf", "default"]
+
+
+class ChatMessage(_Frozen):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class LoadOptions(_Frozen):
+    """Settings that take effect only when the weights are loaded."""
+
+    num_ctx: int
+    num_batch: int
+    num_parallel: int
+    num_thread: int  # 0: decide at load time
+    use_mmap: bool
+    n_gpu_layers: int
+    main_gpu: int | None
+    tensor_split: tuple[float, ...] | None
+
+
+class RuntimeSpec(_Frozen):
+    name: str
+    weights: WeightsRef
+    adapters: tuple[WeightsRef, ...]
+    model: ModelSummary
+    template: TemplateSpec
+    system: str | None
+    messages: tuple[ChatMessage, ...]
+    stop: tuple[str, ...]
+    parameters: dict[str, ParamValue]  # as the definition (and its base) set them, in order
+    options: dict[str, ParamValue]  # sampling defaults (temperature, top_k, ...), request options override
+    load: LoadOptions
+    plan: MemoryPlan
+    licenses: tuple[str, ...]
+    requires: str | None
+    source: str | None  # the definition file it was compiled from, if any
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of the whole spec."""
+        return _digest(self.model_dump(mode="json"))
+
+    @property
+    def load_digest(self) -> str:
+        """sha256 of what a running model cannot change without reloading its weights."""
+        return _digest({"weights": self.weights.model_dump(mode="json"),
+                        "adapters": [a.model_dump(mode="json") for a in self.adapters],
+                        "load": self.load.model_dump(mode="json")})
+
+
+def _digest(data: object) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
