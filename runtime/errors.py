@@ -144,3 +144,43 @@ class InvalidManifestError(StoreError):
 
     def __reduce__(self):
         return (type(self), (self.name, self.reason, self.hint))
+
+
+class EngineError(CorralError):
+    """A model's engine failed a request. `http_status` is what the APIs answer."""
+
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, hint: str | None = None):
+        self.message = message
+        self.hint = hint
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.hint))
+
+
+class WorkerCrashedError(EngineError):
+    """The worker process died (a crash in native code); its requests fail, the next one restarts it."""
+
+
+class ContextOverflowError(EngineError):
+    """A prompt does not fit the context window."""
+
+    http_status = 400
+
+
+class EngineInputError(EngineError):
+    """A request the engine cannot run as given (empty prompt, bad grammar, ...)."""
+
+    http_status = 400
+
+
+class ModelLoadError(EngineError):
+    """llama.cpp could not load the model."""
+
+
+class ServerBusyError(EngineError):
+    """The queue is full (Ollama answers 503 with Retry-After)."""
+
+    http_status = 503

@@ -1,0 +1,121 @@
+"""`corral create`: compile a definition, then store its weights and texts as an Ollama model.
+
+Compilation comes first (GGUF check, template test-render, memory plan), so a definition that
+cannot run leaves the store untouched; blobs are content-addressed and the manifest is written
+last, atomically, so a model appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from corral.compiler.compile import CompileOptions, compile_definition
+from corral.compiler.resolve import BaseModel
+from corral.compiler.spec import RuntimeSpec
+from corral.dsl.ir import ModelDefinition
+from corral.runtime import names
+from corral.runtime.errors import ModelNotFoundError, StoreError
+from corral.runtime.layers import base_model, config_json, read_parts
+from corral.runtime.manifest import Layer, Manifest, MediaType
+from corral.runtime.names import Digest
+from corral.runtime.store import Progress, Store
+
+
+class StoreResolver:
+    """The compiler's view of the store: `FROM <model>` and `FROM sha256:<hex>`."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def model(self, name: str) -> BaseModel | None:
+        try:
+            manifest = self.store.read_manifest(name)
+        except (ModelNotFoundError, names.InvalidNameError):
+            return None
+        return base_model(self.store, read_parts(self.store, manifest, name), name)
+
+    def blob(self, digest: str) -> Path | None:
+        return self.store.blob_path(digest) if self.store.has_blob(digest) else None
+
+
+@dataclass(frozen=True)
+class Created:
+    name: str  # display form, e.g. "smol:latest"
+    digest: str  # manifest sha256 hex
+    spec: RuntimeSpec
+
+
+Status = Callable[[str], None]
+
+
+def create_model(store: Store, name: str, definition: ModelDefinition, *, base_dir: Path,
+                 options: CompileOptions, source: str | None = None,
+                 progress: Progress | None = None, status: Status | None = None) -> Created:
+    """Create (or replace) model `name` from a parsed definition."""
+    say = status or (lambda _msg: None)
+    model_name = names.parse(name)
+    spec = compile_definition(definition, name=model_name.display_shortest(), base_dir=base_dir,
+                              resolver=StoreResolver(store), options=options, source=source)
+    layers: list[Layer] = []
+
+    def blob_file(path: str, known: str | None, media: MediaType) -> None:
+        if known and store.has_blob(known):
+            digest = names.parse_digest(known)
+            say(f"using existing layer {digest}")
+        else:
+            digest = store.put_blob_file(Path(path), progress)
+            say(f"using layer {digest}")
+        layers.append(Layer(media_type=media, digest=digest, size=store.blob_path(digest).stat().st_size))
+
+    def blob_text(data: bytes, media: MediaType) -> None:
+        digest = store.put_blob_bytes(data)
+        layers.append(Layer(media_type=media, digest=digest, size=len(data)))
+
+    say("parsing GGUF")
+    blob_file(spec.weights.path, spec.weights.digest, MediaType.MODEL)
+    for adapter in spec.adapters:
+        blob_file(adapter.path, adapter.digest, MediaType.ADAPTER)
+    if spec.template.origin in ("definition", "base"):
+        blob_text(spec.template.source.encode(), MediaType.TEMPLATE)
+    if spec.system:
+        blob_text(spec.system.encode(), MediaType.SYSTEM)
+    params = _stored_parameters(spec)
+    if params:
+        blob_text(json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode(), MediaType.PARAMS)
+    if spec.messages:
+        blob_text(json.dumps([m.model_dump() for m in spec.messages], separators=(",", ":"),
+                             ensure_ascii=False).encode(), MediaType.MESSAGES)
+    for text in spec.licenses:
+        blob_text(text.encode(), MediaType.LICENSE)
+    config = config_json(spec)
+    config_digest = store.put_blob_bytes(config)
+    manifest = Manifest(config=Layer(media_type=MediaType.CONFIG, digest=config_digest, size=len(config)),
+                        layers=tuple(layers))
+    say("writing manifest")
+    digest = store.write_manifest(model_name, manifest)
+    say("success")
+    return Created(model_name.display_shortest(), digest, spec)
+
+
+def _stored_parameters(spec: RuntimeSpec) -> dict:
+    """The params layer: what the definition and its base set, in order (stop as a list)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in spec.parameters.items()}
+
+
+def copy_model(store: Store, src: str, dst: str) -> None:
+    """`corral cp`: a second name for the same manifest."""
+    store.copy(src, dst)
+
+
+def delete_models(store: Store, model_names: list[str]) -> list[Digest]:
+    """`corral rm`: remove manifests, then the blobs nothing else uses."""
+    removed: list[Digest] = []
+    for name in model_names:
+        removed += store.delete(name)
+    return removed
+
+
+__all__ = ["Created", "StoreError", "StoreResolver", "copy_model", "create_model", "delete_models"]

@@ -1,0 +1,101 @@
+"""What callers ask of an engine and what they get back: plain, picklable data.
+
+These types cross the pipe between the server process and a model's worker process, so they hold
+only builtins and nested dataclasses. The server builds them from API requests; the engine (one
+worker per loaded model, continuous batching inside) answers with a stream of `Chunk`s ending in
+one `Final`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal, Mapping
+
+from corral.dsl.parameters import ParamValue
+
+DoneReason = Literal["stop", "length", "cancel"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Sampling settings for one request: spec defaults, overridden by request options."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_last_n: int = 64
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = -1  # -1: random
+    num_predict: int = -1  # -1: until a stop or the context is full; -2: fill the context
+    num_keep: int = 4
+
+    @classmethod
+    def from_options(cls, *layers: Mapping[str, ParamValue]) -> "Sampling":
+        """Merge option dicts left to right (later wins); unknown and load-time keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        merged: dict[str, object] = {}
+        for layer in layers:
+            merged.update({k: v for k, v in layer.items() if k in known and v is not None})
+        return cls(**merged)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """Generate from an already-rendered prompt."""
+
+    id: str
+    prompt: str
+    sampling: Sampling = field(default_factory=Sampling)
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF; JSON mode and JSON schemas are compiled to it by the caller
+    add_bos: bool = True  # add the model's BOS when the vocabulary asks for it and the text lacks it
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    id: str
+    inputs: tuple[str, ...]
+    truncate: bool = True
+    normalize: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Newly generated text (may be empty when a token only completes part of a character)."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """The end of a generation, with Ollama's statistics (durations in nanoseconds)."""
+
+    id: str
+    done_reason: DoneReason
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+    prompt_tokens_cached: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    id: str
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_eval_count: int
+    duration: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A request failed inside the worker; `kind` picks the exception raised on the caller's side."""
+
+    id: str
+    kind: Literal["context", "input", "internal"]
+    message: str
