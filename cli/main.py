@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import version
 from typing import Callable, Sequence
 
-from corral.cli import definitions
+from corral.cli import definitions, models
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"corral {version('corral')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     definitions.register(sub)
+    models.register(sub)
     return parser
 
 
