@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.compiler.chat_template import compile_template, known_stops, recognise
+from corral.compiler.template_library import library_template
 from corral.compiler.errors import GGUFError, WeightsError
 from corral.compiler.gguf_check import check_gguf
 from corral.compiler.gguf_info import ModelInfo, read_model_info
@@ -25,6 +26,8 @@ from corral.dsl.span import Span
 
 # Ollama's template when neither the definition nor the GGUF gives one.
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
+# GGUFs of these architectures often ship without a chat template; Ollama's own fits them.
+ARCHITECTURE_TEMPLATES = {"gemma3": "gemma3-instruct", "gemma2": "gemma-instruct", "gemma": "gemma-instruct"}
 DEFAULT_NUM_CTX = 4096
 
 
@@ -111,6 +114,8 @@ def _template(d: ModelDefinition, base: BaseModel | None, info: ModelInfo) -> Te
         text, origin, span = base.template, "base", None
     elif info.chat_template:
         text, origin, span = info.chat_template, "gguf", None
+    elif info.architecture in ARCHITECTURE_TEMPLATES:
+        text, origin, span = library_template(ARCHITECTURE_TEMPLATES[info.architecture]), "default", None
     else:
         text, origin, span = DEFAULT_TEMPLATE, "default", None
     compiled = compile_template(text, origin=span)

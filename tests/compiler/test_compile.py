@@ -152,3 +152,19 @@ def test_from_a_stored_model_inherits_and_overrides(folder):
     assert spec.stop[0] == "x" and spec.licenses == ("MIT", "Apache")
     overridden = compile_text('FROM base\nSYSTEM mine\nMESSAGE user other', folder, Stored(base))
     assert overridden.system == "mine" and [m.content for m in overridden.messages] == ["other"]
+
+
+def test_gemma3_without_a_gguf_template_gets_ollamas_gemma3_template(gemma3_gguf, tmp_path):
+    spec = compile_text(f"FROM {gemma3_gguf}", tmp_path)
+    assert (spec.template.kind, spec.template.name, spec.template.origin) == ("go", "gemma3-instruct", "default")
+    assert "<end_of_turn>" in spec.stop
+    from corral.compiler.prompt import chat_prompt
+
+    assert chat_prompt(spec, [{"role": "user", "content": "Hi"}]) == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n\n"  # byte-exact as Ollama
+
+
+def test_smollm2_uses_its_own_jinja_template(smollm2_gguf, tmp_path):
+    spec = compile_text(f"FROM {smollm2_gguf}", tmp_path)
+    assert (spec.template.kind, spec.template.origin) == ("jinja", "gguf")
+    assert spec.model.architecture == "llama" and spec.model.quantization == "Q4_1"
+    assert "<|im_end|>" in spec.stop
