@@ -1,0 +1,331 @@
+"""A small client for the native API (Corral's and Ollama's) at CORRAL_HOST.
+
+Exception tree (httpx's exceptions are mapped here, in `_send`, and nowhere else):
+
+    CorralError                      (corral.dsl.errors)
+     +-- ClientError                 talking to the server failed
+          +-- ServerUnreachableError nothing answers at the address (connection refused, timeout)
+          +-- ServerError            the server answered `{"error": "..."}`; carries its status and message
+               +-- NotFoundError     404: no such model (or blob)
+
+Every method is synchronous and streams where the API streams: `chat` and `create` yield the NDJSON
+objects as they arrive, and closing the iterator (Ctrl-C included) closes the connection, which is
+how the server learns to stop generating.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, TypedDict
+
+import httpx
+
+from corral.dsl.errors import CorralError
+from corral.server.settings import DEFAULT_PORT, parse_host
+
+CONNECT_TIMEOUT = 2.0  # seconds; a local server accepts at once
+PROBE_TIMEOUT = 0.5  # is_running(): a refused connection returns at once, this bounds the rest
+READ_TIMEOUT = None  # a model load or a long answer may take minutes between two lines
+
+
+class ClientError(CorralError):
+    """Talking to the server failed."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        self.message = message
+        self.hint = hint
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.hint))
+
+    def render(self) -> str:
+        return f"error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
+
+
+class ServerUnreachableError(ClientError):
+    """No server answers at the address."""
+
+    def __init__(self, url: str, reason: str = ""):
+        self.url = url
+        self.reason = reason
+        super().__init__(f"no Corral server is running at {url}" + (f" ({reason})" if reason else ""),
+                         "start one with `corral serve`")
+
+    def __reduce__(self):
+        return (type(self), (self.url, self.reason))
+
+
+class ServerError(ClientError):
+    """The server answered with an error body; `message` is the server's own text."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.status, self.message))
+
+
+class NotFoundError(ServerError):
+    """404: the model (or blob) does not exist on the server."""
+
+
+class Message(TypedDict, total=False):
+    role: str
+    content: str
+    thinking: str
+    images: list[str]
+    tool_calls: list[dict[str, Any]]
+
+
+class ChatChunk(TypedDict, total=False):
+    """One line of /api/chat's stream; the last one has done=true and the statistics (ns)."""
+
+    model: str
+    created_at: str
+    message: Message
+    done: bool
+    done_reason: str
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+
+
+class ModelDetails(TypedDict, total=False):
+    parent_model: str
+    format: str
+    family: str
+    families: list[str]
+    parameter_size: str
+    quantization_level: str
+
+
+class ListedModel(TypedDict, total=False):
+    """One model of /api/tags."""
+
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails
+
+
+class RunningModel(TypedDict, total=False):
+    """One model of /api/ps."""
+
+    name: str
+    model: str
+    size: int
+    size_vram: int
+    digest: str
+    details: ModelDetails
+    expires_at: str
+    context_length: int
+
+
+class ShowResponse(TypedDict, total=False):
+    modelfile: str
+    parameters: str
+    template: str
+    system: str
+    license: str
+    details: ModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    messages: list[Message]
+    modified_at: str
+
+
+class Progress(TypedDict, total=False):
+    """One status line of /api/create (and pull/push)."""
+
+    status: str
+    digest: str
+    total: int
+    completed: int
+
+
+def base_url(host: str | None = None) -> str:
+    """The URL a client uses for CORRAL_HOST (or `host`), by the server's own parsing rules.
+
+    A server bound to every address (0.0.0.0, ::) is reached on the loopback address.
+    """
+    text = host if host is not None else os.environ.get("CORRAL_HOST", "")
+    text = text.strip().strip("\"'")
+    scheme = "https" if text.lower().startswith("https://") else "http"
+    name, port = parse_host(text) if text else ("127.0.0.1", DEFAULT_PORT)
+    name = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(name, name)
+    if ":" in name:
+        name = f"[{name}]"
+    return f"{scheme}://{name}:{port}"
+
+
+class Client:
+    """The native API at one address. Use as a context manager, or call `close()`."""
+
+    def __init__(self, host: str | None = None, *, transport: httpx.BaseTransport | None = None):
+        self.url = base_url(host)
+        self._http = httpx.Client(
+            base_url=self.url, transport=transport, trust_env=False,
+            timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=60.0, pool=60.0),
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the boundary: httpx in, Corral errors out ------------------------------------------------
+    @contextmanager
+    def _send(self, method: str, path: str, body: Any = None, *, stream: bool = False,
+              timeout: float | None = None) -> Iterator[httpx.Response]:
+        kwargs: dict[str, Any] = {}
+        if body is not None:
+            kwargs["json"] = body
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout)
+        try:
+            request = self._http.build_request(method, path, **kwargs)
+            response = self._http.send(request, stream=stream)
+            try:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_of(response)
+                yield response
+            finally:
+                response.close()
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise ServerUnreachableError(self.url) from e
+        except httpx.TimeoutException as e:
+            raise ClientError(f"the server at {self.url} did not answer in time") from e
+        except httpx.HTTPError as e:
+            raise ClientError(f"the connection to {self.url} failed: {e}") from e
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        with self._send(method, path, body) as response:
+            response.read()
+            return response.json() if response.content else None
+
+    def _lines(self, path: str, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """The objects of an NDJSON stream; an `{"error": ...}` line raises ServerError."""
+        with self._send("POST", path, body, stream=True) as response:
+            try:
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    if isinstance(item, dict) and "error" in item:
+                        raise ServerError(response.status_code, str(item["error"]))
+                    yield item
+            except httpx.HTTPError as e:  # iteration happens inside _send's try as well, but name it
+                raise ClientError(f"the connection to {self.url} broke mid-answer: {e}") from e
+
+    # -- the API ----------------------------------------------------------------------------------
+    def is_running(self) -> bool:
+        """True when a server answers `GET /` at once (used to choose server or in-process)."""
+        try:
+            response = self._http.get("/", timeout=httpx.Timeout(PROBE_TIMEOUT))
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def chat(self, model: str, messages: list[Message], *, options: Mapping[str, Any] | None = None,
+             format: str | dict | None = None, keep_alive: str | float | None = None,
+             tools: list[dict] | None = None) -> Iterator[ChatChunk]:
+        """Stream /api/chat: the pieces of the answer, then the final object with statistics."""
+        body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        for key, value in (("options", options), ("format", format), ("keep_alive", keep_alive),
+                           ("tools", tools)):
+            if value is not None:
+                body[key] = value
+        return self._lines("/api/chat", body)  # type: ignore[return-value]
+
+    def generate(self, model: str, prompt: str = "", *, keep_alive: str | float | None = None,
+                 options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """/api/generate without streaming (an empty prompt loads, or unloads with keep_alive 0)."""
+        body: dict[str, Any] = {"model": model, "prompt": prompt, "stream": False}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        if options is not None:
+            body["options"] = options
+        return self._json("POST", "/api/generate", body)
+
+    def ps(self) -> list[RunningModel]:
+        return self._json("GET", "/api/ps")["models"]
+
+    def tags(self) -> list[ListedModel]:
+        return self._json("GET", "/api/tags")["models"]
+
+    def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
+        return self._json("POST", "/api/show", {"model": model, "verbose": verbose})
+
+    def create(self, model: str, **fields: Any) -> Iterator[Progress]:
+        """Stream /api/create's statuses (`from`, `files`, `template`, `system`, ... as the API names them)."""
+        body = {"model": model, "stream": True, **{k: v for k, v in fields.items() if v is not None}}
+        return self._lines("/api/create", body)  # type: ignore[return-value]
+
+    def has_blob(self, digest: str) -> bool:
+        try:
+            with self._send("HEAD", f"/api/blobs/{digest}"):
+                return True
+        except NotFoundError:
+            return False
+
+    def push_blob(self, digest: str, path: os.PathLike[str] | str) -> None:
+        """Upload a file as the blob `digest` (the server checks the hash)."""
+        with open(path, "rb") as f:
+            try:
+                response = self._http.post(f"/api/blobs/{digest}", content=_chunks(f),
+                                           timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None, write=None))
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                raise ServerUnreachableError(self.url) from e
+            except httpx.HTTPError as e:
+                raise ClientError(f"uploading {path} to {self.url} failed: {e}") from e
+        if response.status_code >= 400:
+            raise _error_of(response)
+
+    def copy(self, source: str, destination: str) -> None:
+        self._json("POST", "/api/copy", {"source": source, "destination": destination})
+
+    def delete(self, model: str) -> None:
+        self._json("DELETE", "/api/delete", {"model": model})
+
+
+def parse_time(text: str) -> datetime:
+    """A timestamp of the API (RFC 3339 with up to nanoseconds, as Go writes it), timezone-aware."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip().replace("Z", "+00:00"))
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _chunks(f) -> Iterator[bytes]:
+    while block := f.read(1 << 20):
+        yield block
+
+
+def _error_of(response: httpx.Response) -> ServerError:
+    """The server's `{"error": "..."}` as a ServerError; any other body is quoted as it came."""
+    message = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            message = body["error"]
+    except ValueError:
+        pass
+    if not message:
+        message = response.text.strip() or f"HTTP {response.status_code} {response.reason_phrase}"
+    cls = NotFoundError if response.status_code == 404 else ServerError
+    return cls(response.status_code, message)
