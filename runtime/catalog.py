@@ -21,6 +21,11 @@ class Catalog:
         self.models = models
         self.library = library
 
+    @property
+    def options(self):
+        """The machine's compile options (GPU inventory, slots), shared with /api/create."""
+        return self.models.options
+
     def spec(self, name: str) -> RuntimeSpec:
         if self.library is not None and self.library.has(name):
             return self.library.spec(name)

@@ -119,3 +119,53 @@ def delete_models(store: Store, model_names: list[str]) -> list[Digest]:
 
 
 __all__ = ["Created", "StoreError", "StoreResolver", "copy_model", "create_model", "delete_models"]
+
+
+def create_from_request(store: Store, models: object, name: str, fields: dict,
+                        progress: Callable[..., None] | None = None) -> Created:
+    """/api/create with Ollama's current request shape (from, files, adapters, template, system,
+    parameters, messages, license, requires): the same validation and compile as a definition file."""
+    from corral.dsl.build import Builder
+    from corral.dsl.span import Span
+
+    say = progress or (lambda *_a, **_k: None)
+    where = Span("<request>", 1, 1, 1, 1)
+    b = Builder("<request>", [], "toml")
+    files = fields.get("files") or {}
+    if fields.get("quantize"):
+        b.error("quantize: Corral does not quantize models yet", where,
+                "quantize with llama.cpp's llama-quantize, then create from the GGUF")
+    if files:
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            b.error("files: expected an object of file name -> sha256 digest", where)
+        else:
+            ggufs = [k for k in files if k.lower().endswith(".gguf")] or list(files)
+            b.set_from(files[ggufs[0]], where)
+    elif isinstance(fields.get("from"), str):
+        b.set_from(fields["from"], where)
+    for digest in (fields.get("adapters") or {}).values():
+        if isinstance(digest, str) and store.has_blob(digest):
+            b.add_adapter(str(store.blob_path(digest)), where)
+        else:
+            b.error(f"adapters: blob {digest} is not in the store", where, "upload it with POST /api/blobs first")
+    for key in ("template", "system", "requires"):
+        value = fields.get(key)
+        if value is not None:
+            if isinstance(value, str):
+                b.set_text(key, value, where)  # type: ignore[arg-type]
+            else:
+                b.error(f"{key}: expected a string", where)
+    licenses = fields.get("license")
+    for text in ([licenses] if isinstance(licenses, str) else licenses or []):
+        b.add_license(str(text), where)
+    for key, value in (fields.get("parameters") or {}).items():
+        b.add_parameter(key, value, where, where, as_text=False, key=f"parameters.{key}")
+    for i, m in enumerate(fields.get("messages") or []):
+        if isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content", ""), str):
+            b.add_message(m["role"], m.get("content", ""), where, where)
+        else:
+            b.error(f"messages.{i}: expected an object with role and content", where)
+    parsed = b.finish()
+    options = getattr(models, "options")
+    return create_model(store, name, parsed.definition, base_dir=store.root, options=options,
+                        status=lambda message: say(message))

@@ -1,0 +1,250 @@
+"""One generation, shared by both APIs: validate, build the prompt, hold a runner, stream events.
+
+Each API turns its body into a `ChatInput` or `GenerateInput`; `plan_chat` / `plan_generate`
+make the engine request from it and a RuntimeSpec (prompt, sampling, stops, grammar, tool
+parsing); `run` does the checks that can fail fast (unknown model: 404, bad input: 400) before it
+asks the scheduler for a runner, and yields `Text`, `Calls` and one final `Done`. It replans if
+the model was hot-swapped between the check and the lease. Leaving the iteration early (a client
+that went away) closes the engine's iterator and returns the runner at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Mapping
+
+from corral.compiler.spec import RuntimeSpec
+from corral.dsl.parameters import LOAD_TIME
+from corral.runtime.errors import EngineError
+from corral.runtime.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling
+from corral.server.errors import BadRequestError, UnsupportedError
+from corral.server.structured import format_grammar, tool_call_grammar
+from corral.server.tools import (ToolCall, ToolStream, functions, messages_without_tools,
+                                 template_has_tools)
+
+log = logging.getLogger(__name__)
+
+
+def request_id() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Calls:
+    calls: list[ToolCall]
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of a generation, with Ollama's statistics (nanoseconds)."""
+
+    done_reason: str
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+    load_duration: int = 0
+    total_duration: int = 0
+
+    def stats(self) -> dict[str, int]:
+        """The metric fields of Ollama's final chunk, zeros left out (Go's omitempty)."""
+        names = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
+                 "eval_count", "eval_duration")
+        return {n: getattr(self, n) for n in names if getattr(self, n)}
+
+
+Event = Text | Calls | Done
+
+
+@dataclass
+class Plan:
+    """An engine request in the making."""
+
+    prompt: str
+    sampling: Sampling
+    stop: tuple[str, ...]
+    grammar: str | None = None
+    tool_names: list[str] | None = None  # parse tool calls out of the text when set
+
+
+@dataclass
+class ChatInput:
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | Mapping[str, Any] | None = None  # OpenAI's: "auto", "none", "required", a function
+    format: str | dict | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    think: bool | str | None = None
+
+
+@dataclass
+class GenerateInput:
+    prompt: str
+    system: str | None = None
+    template: str | None = None
+    raw: bool = False
+    suffix: str = ""
+    images: list[str] | None = None
+    format: str | dict | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    think: bool | str | None = None
+
+
+def _sampling(spec: RuntimeSpec, options: Mapping[str, Any]) -> tuple[Sampling, tuple[str, ...]]:
+    ignored = sorted(set(options) & LOAD_TIME)
+    if ignored:
+        log.info("load-time options %s apply when a model is created, not per request", ", ".join(ignored))
+    stop = tuple(options["stop"]) if options.get("stop") else tuple(spec.stop)
+    return Sampling.from_options(spec.options, options), stop
+
+
+def _check_think(spec: RuntimeSpec, think: bool | str | None) -> None:
+    if think is not None and think is not False:
+        raise UnsupportedError(f'"{spec.name}" does not support thinking')
+
+
+def _check_images(spec: RuntimeSpec, images: list[str] | None) -> None:
+    if images:
+        raise UnsupportedError(f'"{spec.name}" does not support images: it is a text-only model, '
+                               "so send the request without images")
+
+
+def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
+    from corral.compiler.prompt import chat_prompt
+
+    _check_think(spec, chat.think)
+    for message in chat.messages:
+        _check_images(spec, message.get("images"))
+    tools = chat.tools if chat.tools and chat.tool_choice != "none" else None
+    fns = functions(tools) if tools else []
+    forced = _forced(fns, chat.tool_choice) if tools else []
+    native = template_has_tools(spec.template.source, spec.template.jinja)
+    history_has_tools = any(m.get("tool_calls") or m.get("role") == "tool" for m in chat.messages)
+    if native:
+        prompt = chat_prompt(spec, chat.messages, tools)
+    elif tools or history_has_tools:
+        prompt = chat_prompt(spec, messages_without_tools(chat.messages, tools, spec.system), None)
+    else:
+        prompt = chat_prompt(spec, chat.messages, None)
+    if forced:
+        grammar = tool_call_grammar(forced, allow_text=False)
+    elif chat.format is not None:
+        grammar = format_grammar(chat.format)
+    elif tools and not native:
+        grammar = tool_call_grammar(fns, allow_text=True)
+    else:
+        grammar = None
+    sampling, stop = _sampling(spec, chat.options)
+    return Plan(prompt, sampling, stop, grammar, [f["name"] for f in fns] if tools else None)
+
+
+def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The tools a call must be made to (OpenAI's tool_choice), or [] when the model may answer."""
+    if choice == "required":
+        return fns
+    if isinstance(choice, Mapping):
+        name = (choice.get("function") or {}).get("name")
+        chosen = [f for f in fns if f["name"] == name]
+        if not chosen:
+            raise BadRequestError(f"tool_choice: no tool named {name!r} in tools", param="tool_choice")
+        return chosen
+    return []
+
+
+def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
+    from corral.compiler.prompt import generate_prompt
+
+    _check_think(spec, gen.think)
+    _check_images(spec, gen.images)
+    if gen.suffix:
+        raise UnsupportedError(f'"{spec.name}" does not support insert (suffix)')
+    prompt = generate_prompt(spec, gen.prompt, gen.system, gen.template, gen.raw)
+    sampling, stop = _sampling(spec, gen.options)
+    return Plan(prompt, sampling, stop, format_grammar(gen.format))
+
+
+Planner = Callable[[RuntimeSpec], Plan]
+
+
+async def run(scheduler: Any, models: Any, name: str, keep_alive: float | None,
+              planner: Planner) -> AsyncIterator[Event]:
+    """Generate for one request; see the module docstring."""
+    started = time.perf_counter_ns()
+    spec = await asyncio.to_thread(models.spec, name)
+    plan = planner(spec)
+    async with scheduler.use(name, keep_alive) as lease:
+        if lease.spec.digest != spec.digest:
+            plan = planner(lease.spec)
+        request = GenerateRequest(id=request_id(), prompt=plan.prompt, sampling=plan.sampling,
+                                  stop=plan.stop, grammar=plan.grammar)
+        parser = ToolStream(plan.tool_names) if plan.tool_names is not None else None
+        final: Final | None = None
+        async with aclosing(lease.engine.generate(request)) as items:
+            async for item in items:
+                if isinstance(item, Final):
+                    final = item
+                    continue
+                text = parser.feed(item.text) if parser else item.text
+                if text:
+                    yield Text(text)
+        if parser is not None:
+            rest, calls = parser.finish()
+            if rest:
+                yield Text(rest)
+            if calls:
+                yield Calls(calls)
+        if final is None:
+            raise EngineError("the model stopped without finishing its answer")
+        yield Done(final.done_reason, final.prompt_eval_count, final.prompt_eval_duration, final.eval_count,
+                   final.eval_duration, lease.load_duration_ns, time.perf_counter_ns() - started)
+
+
+async def load_or_unload(scheduler: Any, models: Any, name: str, keep_alive: float | None) -> str:
+    """Ollama's empty prompt: load the model (or, with keep_alive 0, unload it); the done_reason."""
+    await asyncio.to_thread(models.spec, name)  # an unknown model is a 404 either way
+    if keep_alive == 0:
+        await scheduler.unload(name)
+        return "unload"
+    await scheduler.load(name, keep_alive)
+    return "load"
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    vectors: list[list[float]]
+    prompt_eval_count: int
+    load_duration: int
+    total_duration: int
+
+
+async def embed(scheduler: Any, models: Any, name: str, inputs: list[str], *, truncate: bool,
+                normalize: bool, keep_alive: float | None) -> EmbedResult:
+    """Embed `inputs` (an empty list only loads the model)."""
+    started = time.perf_counter_ns()
+    await asyncio.to_thread(models.spec, name)
+    async with scheduler.use(name, keep_alive) as lease:
+        if not inputs:
+            return EmbedResult([], 0, lease.load_duration_ns, time.perf_counter_ns() - started)
+        result: Embeddings = await lease.engine.embed(
+            EmbedRequest(id=request_id(), inputs=tuple(inputs), truncate=truncate, normalize=normalize))
+        return EmbedResult([list(v) for v in result.vectors], result.prompt_eval_count,
+                           lease.load_duration_ns, time.perf_counter_ns() - started)
+
+
+def shorten(vector: list[float], dimensions: int | None) -> list[float]:
+    """Cut a normalized vector to `dimensions` and normalize it again (Ollama's `dimensions`)."""
+    if dimensions is None or dimensions >= len(vector):
+        return vector
+    cut = vector[:dimensions]
+    norm = sum(x * x for x in cut) ** 0.5
+    return [x / norm for x in cut] if norm > 0 else cut

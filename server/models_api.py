@@ -1,0 +1,228 @@
+"""Model management routes of the native API: tags, show, ps, create, copy, delete, blobs, version.
+
+Registered on the /api blueprint by ollama_api.blueprint(). Store work (hashing, copying large
+files, compiling) runs in worker threads so the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import queue
+import threading
+from contextlib import aclosing
+from datetime import datetime, timedelta, timezone
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, AsyncIterator
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, empty, json as json_response
+
+from corral.runtime.names import parse_digest
+from corral.server.errors import BadRequestError, NotImplementedByCorral, native_body
+from corral.server.schemas import CopyBody, CreateBody, DeleteBody, ShowBody, parse_body
+from corral.server.streaming import NDJSON, LazyStream, ndjson_line, pump, rfc3339nano
+
+log = logging.getLogger(__name__)
+
+# Go's time.Now().Add(math.MaxInt64): how Ollama shows "loaded until stopped" in /api/ps.
+_FOREVER = timedelta(microseconds=(2**63 - 1) // 1000)
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_route(tags, "/tags", methods=["GET", "HEAD"])
+    bp.add_route(show, "/show", methods=["POST"])
+    bp.add_route(ps, "/ps", methods=["GET"])
+    bp.add_route(create, "/create", methods=["POST"])
+    bp.add_route(copy, "/copy", methods=["POST"])
+    bp.add_route(delete, "/delete", methods=["DELETE"])
+    bp.add_route(blob_exists, "/blobs/<digest>", methods=["HEAD"])
+    bp.add_route(blob_upload, "/blobs/<digest>", methods=["POST"], stream=True)
+    bp.add_route(version_route, "/version", methods=["GET", "HEAD"])
+    bp.add_route(pull, "/pull", methods=["POST"])
+    bp.add_route(push, "/push", methods=["POST"])
+
+
+def corral_version() -> str:
+    try:
+        return version("corral")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+async def version_route(request: Request) -> HTTPResponse:
+    return json_response({"version": corral_version()})
+
+
+async def pull(request: Request) -> HTTPResponse:
+    raise NotImplementedByCorral("Corral does not pull from registries: copy the GGUF file here and run "
+                                 "'corral create', or POST it to /api/blobs and call /api/create")
+
+
+async def push(request: Request) -> HTTPResponse:
+    raise NotImplementedByCorral("Corral does not push to registries; the model store is Ollama's layout, "
+                                 "so 'ollama push' can push a model from it")
+
+
+async def tags(request: Request) -> HTTPResponse:
+    listings = await asyncio.to_thread(request.app.ctx.models.list)
+    listings = sorted(listings, key=lambda m: m.modified_at, reverse=True)
+    return json_response({"models": [
+        {"name": m.name, "model": m.model, "modified_at": rfc3339nano(m.modified_at), "size": m.size,
+         "digest": m.digest, "details": m.details}
+        for m in listings]})
+
+
+async def show(request: Request) -> HTTPResponse:
+    body = parse_body(request.body, ShowBody)
+    info = await asyncio.to_thread(request.app.ctx.models.show, body.model)
+    out: dict[str, Any] = {
+        "license": info.license, "modelfile": info.modelfile, "parameters": info.parameters,
+        "template": info.template, "system": body.system if body.system is not None else info.system,
+        "details": info.details, "model_info": info.model_info, "capabilities": info.capabilities,
+        "modified_at": rfc3339nano(info.modified_at),
+    }
+    if info.messages:
+        out["messages"] = info.messages
+    return json_response({k: v for k, v in out.items() if v not in ("", None) or k == "model_info"})
+
+
+async def ps(request: Request) -> HTTPResponse:
+    now = datetime.now(timezone.utc)
+    running = request.app.ctx.scheduler.running()
+    rows = []
+    for r in running:
+        expires = r.expires_at if r.expires_at is not None else now + _FOREVER
+        spec = r.spec
+        rows.append({"name": r.name, "model": r.name, "size": r.size, "digest": _hex(r.digest),
+                     "details": _details(spec), "expires_at": rfc3339nano(expires), "size_vram": r.size_vram,
+                     "context_length": spec.load.num_ctx})
+    rows.sort(key=lambda row: row["expires_at"], reverse=True)
+    return json_response({"models": rows})
+
+
+def _hex(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+def _details(spec: Any) -> dict[str, Any]:
+    m = spec.model
+    return {"parent_model": "", "format": "gguf", "family": m.architecture, "families": [m.architecture],
+            "parameter_size": m.parameter_size, "quantization_level": m.quantization}
+
+
+async def create(request: Request) -> HTTPResponse | None:
+    body = parse_body(request.body, CreateBody)
+    if not body.from_ and not body.files:
+        raise BadRequestError("neither 'from' or 'files' was specified")
+    if body.adapters and len(body.adapters) > 1:
+        raise BadRequestError("only one adapter is currently supported", param="adapters")
+    for field, files in (("files", body.files), ("adapters", body.adapters)):
+        for filename, digest in (files or {}).items():
+            if filename.startswith("/") or ".." in filename.replace("\\", "/").split("/"):
+                raise BadRequestError("file path must be relative", param=field)
+            parse_digest(digest)
+    fields = body.model_dump(by_alias=True, exclude_none=True, exclude={"model", "stream"})
+    progress = _create_progress(request.app.ctx, body.model, fields)
+    if not body.stream:
+        last: dict[str, Any] = {"status": "success"}
+        async with aclosing(progress) as it:
+            async for last in it:
+                pass
+        return json_response(last)
+    await pump(LazyStream(request, NDJSON), progress, lambda status: [ndjson_line(status)],
+               lambda e: ndjson_line(native_body(e)))
+    return None
+
+
+async def _create_progress(ctx: Any, name: str, fields: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """Run the runtime's create in a thread, yielding its progress as Ollama status objects."""
+    from corral.runtime.create import create_from_request
+
+    loop = asyncio.get_running_loop()
+    updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def progress(status: str | dict[str, Any], **extra: Any) -> None:
+        item = dict(status) if isinstance(status, dict) else {"status": status, **extra}
+        loop.call_soon_threadsafe(updates.put_nowait, item)
+
+    if inspect.iscoroutinefunction(create_from_request):
+        work = asyncio.ensure_future(create_from_request(ctx.store, ctx.models, name, fields, progress))
+    else:
+        work = asyncio.ensure_future(asyncio.to_thread(create_from_request, ctx.store, ctx.models, name,
+                                                       fields, progress))
+    last = None
+    while not (work.done() and updates.empty()):
+        getter = asyncio.ensure_future(updates.get())
+        await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            last = getter.result()
+            yield last
+        else:
+            getter.cancel()
+    work.result()  # raises the create's error
+    if last is None or last.get("status") != "success":
+        yield {"status": "success"}
+
+
+async def copy(request: Request) -> HTTPResponse:
+    from corral.runtime.create import copy_model
+
+    body = parse_body(request.body, CopyBody)
+    await asyncio.to_thread(copy_model, request.app.ctx.store, body.source, body.destination)
+    return empty(status=200)
+
+
+async def delete(request: Request) -> HTTPResponse:
+    from corral.runtime.create import delete_models
+
+    body = parse_body(request.body, DeleteBody)
+    await asyncio.to_thread(delete_models, request.app.ctx.store, [body.model])
+    return empty(status=200)
+
+
+async def blob_exists(request: Request, digest: str) -> HTTPResponse:
+    parsed = parse_digest(digest)
+    if not await asyncio.to_thread(request.app.ctx.store.has_blob, parsed):
+        from corral.runtime.errors import BlobNotFoundError
+
+        raise BlobNotFoundError(digest)
+    return empty(status=200)
+
+
+_ABORT = object()
+
+
+async def blob_upload(request: Request, digest: str) -> HTTPResponse:
+    """Store the body as a blob, checking its sha256; 201 when stored, 200 when already there."""
+    store = request.app.ctx.store
+    parsed = parse_digest(digest)
+    if await asyncio.to_thread(store.has_blob, parsed):
+        return empty(status=200)
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=64)
+
+    def produce():
+        while (item := chunks.get()) is not None:
+            if item is _ABORT:
+                raise ConnectionAbortedError("the upload was cut off")
+            yield item
+
+    writer = asyncio.ensure_future(asyncio.to_thread(store.put_blob_stream, produce(), parsed))
+    try:
+        while (data := await request.stream.read()) is not None:
+            while True:
+                try:
+                    chunks.put_nowait(data)
+                    break
+                except queue.Full:
+                    if writer.done():
+                        await writer  # the writer failed: raise its error
+                    await asyncio.sleep(0.002)
+        await asyncio.to_thread(chunks.put, None)
+    except BaseException:
+        # Let the writer thread see the end and drop its temp file (it may be blocked on a full queue).
+        threading.Thread(target=chunks.put, args=(_ABORT,), daemon=True).start()
+        raise
+    await writer
+    return empty(status=201)

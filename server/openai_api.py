@@ -1,0 +1,237 @@
+"""The OpenAI-compatible API under /v1: chat completions, completions, embeddings, models.
+
+Requests are translated to the same generation the native API runs (inference.py), following
+Ollama's translation: `temperature` and `top_p` default to 1.0 when absent, `max_tokens` is
+`num_predict`, `response_format` becomes a grammar. Unlike Ollama, `tool_choice` is honoured:
+"none" hides the tools, "required" or a named function holds the answer to a call by grammar.
+
+Streams are server-sent events: `data: {json}` chunks, a finish chunk with an empty delta, a
+usage chunk when `stream_options.include_usage` is set, then `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import struct
+import time
+from contextlib import aclosing
+from typing import Any, AsyncIterator
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json as json_response
+
+from corral.server import inference
+from corral.server.errors import BadRequestError, openai_body, render_openai
+from corral.server.inference import Calls, ChatInput, Done, Event, GenerateInput, Text
+from corral.server.openai_schemas import ChatCompletionBody, ChatMessage, CompletionBody, EmbeddingBody
+from corral.server.schemas import parse_body
+from corral.server.streaming import EVENT_STREAM, SSE_DONE, LazyStream, pump, sse_event
+from corral.server.structured import response_format_to_format
+
+FINGERPRINT = "fp_corral"
+_EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+           "max": "max", "xhigh": "max", "ultra": "max"}
+
+
+def blueprint() -> Blueprint:
+    """A fresh /v1 blueprint."""
+    bp = Blueprint("openai_api", url_prefix="/v1")
+    bp.add_route(chat_completions, "/chat/completions", methods=["POST"])
+    bp.add_route(completions, "/completions", methods=["POST"])
+    bp.add_route(embeddings, "/embeddings", methods=["POST"])
+    bp.add_route(list_models, "/models", methods=["GET"])
+    bp.add_route(retrieve_model, "/models/<model:path>", methods=["GET"])
+    bp.exception(Exception)(render_openai)
+    return bp
+
+
+def _options(body: Any) -> dict[str, Any]:
+    """Ollama options from OpenAI sampling fields (temperature and top_p default to 1.0)."""
+    options: dict[str, Any] = {"temperature": 1.0 if body.temperature is None else body.temperature,
+                               "top_p": body.top_p or 1.0}
+    max_tokens = getattr(body, "max_completion_tokens", None) or body.max_tokens
+    for key, value in (("num_predict", max_tokens), ("seed", body.seed), ("stop", body.stop),
+                       ("frequency_penalty", body.frequency_penalty),
+                       ("presence_penalty", body.presence_penalty)):
+        if value is not None:
+            options[key] = tuple(value) if key == "stop" else value
+    return options
+
+
+def native_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """OpenAI messages as native ones: parts joined, tool arguments decoded, tool names found."""
+    out: list[dict[str, Any]] = []
+    names_by_id: dict[str, str] = {}
+    for m in messages:
+        native: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": ""}
+        if isinstance(m.content, str):
+            native["content"] = m.content
+        elif m.content:
+            texts, images = [], []
+            for part in m.content:
+                if part.type == "text":
+                    texts.append(part.text or "")
+                elif part.type == "image_url" and part.image_url is not None:
+                    images.append(_image_data(part.image_url.url))
+                else:
+                    raise BadRequestError(f"{part.type} content is not supported by this server",
+                                          param="messages")
+            native["content"] = "\n".join(texts)
+            if images:
+                native["images"] = images
+        if m.tool_calls:
+            calls = []
+            for call in m.tool_calls:
+                try:
+                    arguments = json.loads(call.function.arguments or "{}")
+                except json.JSONDecodeError:
+                    raise BadRequestError("invalid tool call arguments", param="messages") from None
+                calls.append({"id": call.id, "function": {"name": call.function.name, "arguments": arguments}})
+                if call.id:
+                    names_by_id[call.id] = call.function.name
+            native["tool_calls"] = calls
+        if m.role == "tool":
+            native["tool_name"] = m.name or names_by_id.get(m.tool_call_id or "", "")
+            if m.tool_call_id:
+                native["tool_call_id"] = m.tool_call_id
+        out.append(native)
+    return out
+
+
+def _image_data(url: str) -> str:
+    if not url.startswith("data:"):
+        raise BadRequestError("image URLs are not currently supported, please use base64 encoded data instead",
+                              param="messages")
+    header, _, data = url.partition(",")
+    if not header.endswith(";base64") or not data:
+        raise BadRequestError("invalid image input", param="messages")
+    return data
+
+
+def openai_call(call: Any, index: int) -> dict[str, Any]:
+    return {"id": call.id, "index": index, "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
+
+
+def usage(done: Done) -> dict[str, int]:
+    return {"prompt_tokens": done.prompt_eval_count, "completion_tokens": done.eval_count,
+            "total_tokens": done.prompt_eval_count + done.eval_count}
+
+
+async def _sse(request: Request, events: AsyncIterator[Event], render) -> None:
+    await pump(LazyStream(request, EVENT_STREAM, {"Cache-Control": "no-cache"}), events, render,
+               lambda e: sse_event(openai_body(e)) + SSE_DONE)
+
+
+async def _collect(events: AsyncIterator[Event]) -> tuple[str, list[Any], Done]:
+    async with aclosing(events) as it:  # closes the generation at once if the client leaves
+        collected = [event async for event in it]
+    text = "".join(e.text for e in collected if isinstance(e, Text))
+    calls = [c for e in collected if isinstance(e, Calls) for c in e.calls]
+    return text, calls, next(e for e in collected if isinstance(e, Done))
+
+
+async def chat_completions(request: Request) -> HTTPResponse | None:
+    body = parse_body(request.body, ChatCompletionBody)
+    ctx = request.app.ctx
+    response_format = body.response_format.model_dump(by_alias=True) if body.response_format else None
+    job = ChatInput(messages=native_messages(body.messages),
+                    tools=[t.model_dump() for t in body.tools] if body.tools else None,
+                    tool_choice=body.tool_choice, format=response_format_to_format(response_format),
+                    options=_options(body), think=_EFFORT.get(body.reasoning_effort or ""))
+    events = inference.run(ctx.scheduler, ctx.models, body.model, None, lambda spec: inference.plan_chat(spec, job))
+    head = {"id": f"chatcmpl-{random.randint(0, 998)}", "created": int(time.time()), "model": body.model,
+            "system_fingerprint": FINGERPRINT}
+    if not body.stream:
+        text, calls, done = await _collect(events)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = [openai_call(c, i) for i, c in enumerate(calls)]
+        finish = "tool_calls" if calls else done.done_reason
+        return json_response({**head, "object": "chat.completion", "choices": [
+            {"index": 0, "message": message, "finish_reason": finish}], "usage": usage(done)})
+    state = {"role_sent": False, "calls": 0}
+    chunk_head = {**head, "object": "chat.completion.chunk"}
+
+    def render(event: Event) -> list[bytes]:
+        if isinstance(event, Done):
+            finish = "tool_calls" if state["calls"] else event.done_reason
+            out = [sse_event({**chunk_head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})]
+            if body.include_usage:
+                out.append(sse_event({**chunk_head, "choices": [], "usage": usage(event)}))
+            return out + [SSE_DONE]
+        delta: dict[str, Any] = {} if state["role_sent"] else {"role": "assistant"}
+        state["role_sent"] = True
+        if isinstance(event, Text):
+            delta["content"] = event.text
+        else:
+            delta["tool_calls"] = [openai_call(c, state["calls"] + i) for i, c in enumerate(event.calls)]
+            state["calls"] += len(event.calls)
+        return [sse_event({**chunk_head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})]
+
+    await _sse(request, events, render)
+    return None
+
+
+async def completions(request: Request) -> HTTPResponse | None:
+    body = parse_body(request.body, CompletionBody)
+    ctx = request.app.ctx
+    job = GenerateInput(prompt=body.prompt, suffix=body.suffix or "", options=_options(body))
+    events = inference.run(ctx.scheduler, ctx.models, body.model, None,
+                           lambda spec: inference.plan_generate(spec, job))
+    head = {"id": f"cmpl-{random.randint(0, 998)}", "object": "text_completion", "created": int(time.time()),
+            "model": body.model, "system_fingerprint": FINGERPRINT}
+    if not body.stream:
+        text, _calls, done = await _collect(events)
+        return json_response({**head, "choices": [{"text": text, "index": 0, "finish_reason": done.done_reason}],
+                              "usage": usage(done)})
+
+    def render(event: Event) -> list[bytes]:
+        if isinstance(event, Done):
+            out = [sse_event({**head, "choices": [{"text": "", "index": 0, "finish_reason": event.done_reason}]})]
+            if body.include_usage:
+                out.append(sse_event({**head, "choices": [], "usage": usage(event)}))
+            return out + [SSE_DONE]
+        text = event.text if isinstance(event, Text) else ""
+        return [sse_event({**head, "choices": [{"text": text, "index": 0, "finish_reason": None}]})]
+
+    await _sse(request, events, render)
+    return None
+
+
+async def embeddings(request: Request) -> HTTPResponse:
+    body = parse_body(request.body, EmbeddingBody)
+    ctx = request.app.ctx
+    result = await inference.embed(ctx.scheduler, ctx.models, body.model, body.input, truncate=True,
+                                   normalize=True, keep_alive=None)
+    data = []
+    for i, vector in enumerate(result.vectors):
+        vector = inference.shorten(vector, body.dimensions)
+        encoded: Any = vector
+        if body.encoding_format == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "embedding": encoded, "index": i})
+    return json_response({"object": "list", "data": data, "model": body.model,
+                          "usage": {"prompt_tokens": result.prompt_eval_count,
+                                    "total_tokens": result.prompt_eval_count}})
+
+
+def _model_object(model_id: str, modified_at: Any) -> dict[str, Any]:
+    from corral.runtime.names import parse_bare
+
+    owner = parse_bare(model_id).namespace or "library"
+    return {"id": model_id, "object": "model", "created": int(modified_at.timestamp()), "owned_by": owner}
+
+
+async def list_models(request: Request) -> HTTPResponse:
+    listings = await asyncio.to_thread(request.app.ctx.models.list)
+    listings = sorted(listings, key=lambda m: m.modified_at, reverse=True)
+    return json_response({"object": "list", "data": [_model_object(m.name, m.modified_at) for m in listings]})
+
+
+async def retrieve_model(request: Request, model: str) -> HTTPResponse:
+    info = await asyncio.to_thread(request.app.ctx.models.show, model)
+    return json_response(_model_object(model, info.modified_at))
