@@ -190,13 +190,15 @@ class Client:
 
     # -- the boundary: httpx in, Corral errors out ------------------------------------------------
     @contextmanager
-    def _send(self, method: str, path: str, body: Any = None, *, stream: bool = False,
-              timeout: float | None = None) -> Iterator[httpx.Response]:
+    def _send(self, method: str, path: str, body: Any = None, *, content: Iterator[bytes] | None = None,
+              stream: bool = False, timeout: httpx.Timeout | None = None) -> Iterator[httpx.Response]:
         kwargs: dict[str, Any] = {}
         if body is not None:
             kwargs["json"] = body
+        if content is not None:
+            kwargs["content"] = content
         if timeout is not None:
-            kwargs["timeout"] = httpx.Timeout(timeout)
+            kwargs["timeout"] = timeout
         try:
             request = self._http.build_request(method, path, **kwargs)
             response = self._http.send(request, stream=stream)
@@ -221,17 +223,15 @@ class Client:
 
     def _lines(self, path: str, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """The objects of an NDJSON stream; an `{"error": ...}` line raises ServerError."""
+        # A connection that breaks mid-stream raises inside _send's `with`, where it is mapped.
         with self._send("POST", path, body, stream=True) as response:
-            try:
-                for line in response.iter_lines():
-                    if not line.strip():
-                        continue
-                    item = json.loads(line)
-                    if isinstance(item, dict) and "error" in item:
-                        raise ServerError(response.status_code, str(item["error"]))
-                    yield item
-            except httpx.HTTPError as e:  # iteration happens inside _send's try as well, but name it
-                raise ClientError(f"the connection to {self.url} broke mid-answer: {e}") from e
+            for line in response.iter_lines():
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                if isinstance(item, dict) and "error" in item:
+                    raise ServerError(response.status_code, str(item["error"]))
+                yield item
 
     # -- the API ----------------------------------------------------------------------------------
     def is_running(self) -> bool:
@@ -287,15 +287,9 @@ class Client:
     def push_blob(self, digest: str, path: os.PathLike[str] | str) -> None:
         """Upload a file as the blob `digest` (the server checks the hash)."""
         with open(path, "rb") as f:
-            try:
-                response = self._http.post(f"/api/blobs/{digest}", content=_chunks(f),
-                                           timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None, write=None))
-            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-                raise ServerUnreachableError(self.url) from e
-            except httpx.HTTPError as e:
-                raise ClientError(f"uploading {path} to {self.url} failed: {e}") from e
-        if response.status_code >= 400:
-            raise _error_of(response)
+            with self._send("POST", f"/api/blobs/{digest}", content=_chunks(f),
+                            timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None, write=None, pool=None)):
+                pass
 
     def copy(self, source: str, destination: str) -> None:
         self._json("POST", "/api/copy", {"source": source, "destination": destination})

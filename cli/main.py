@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import version
 from typing import Callable, Sequence
 
-from corral.cli import definitions, models
+from corral.cli import definitions, demo, models, run, running, serve
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -22,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     definitions.register(sub)
     models.register(sub)
+    run.register(sub)
+    running.register(sub)
+    serve.register(sub)
+    demo.register(sub)
     return parser
 
 

@@ -143,6 +143,8 @@ def _create_through(client: Client, name: str, path: Path, d: ModelDefinition) -
         fields["license"] = [x.value for x in d.licenses]
     if d.parameters:
         fields["parameters"] = d.parameter_dict()
+    if d.requires is not None:
+        fields["requires"] = d.requires.value
     if d.messages:
         fields["messages"] = [{"role": m.role, "content": m.content} for m in d.messages]
     for progress in client.create(name, **fields):

@@ -1,0 +1,290 @@
+"""The interactive session of `corral run MODEL`, as Ollama's: `>>> `, `\"\"\"` blocks and slash commands.
+
+The conversation lives here (messages, the session's system message, parameters set with `/set`);
+each turn sends all of it through a `Session`, which talks to a server or to this process's
+engine. Answers go to stdout as they stream; errors to stderr. Ctrl-C stops an answer (and on an
+empty line says how to leave), Ctrl-D or `/bye` ends the session.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from corral.cli import output
+from corral.cli.client import Message
+from corral.cli.context import report
+from corral.cli.run import EXIT_OK, Session, render_stats, write
+from corral.dsl import CorralError
+from corral.dsl import parameters as P
+from corral.dsl.errors import did_you_mean
+
+PROMPT, CONTINUATION, FENCE = ">>> ", "... ", '"""'
+
+HELP = """Available Commands:
+  /set            Set session variables
+  /show           Show model information
+  /clear          Clear session context
+  /bye            Exit
+  /?, /help       Help for a command
+  /? shortcuts    Help for keyboard shortcuts
+
+Use \"\"\" to begin a multi-line message."""
+
+HELP_SET = """Available Commands:
+  /set parameter ...     Set a parameter
+  /set system <string>   Set system message
+  /set format json       Enable JSON mode
+  /set noformat          Disable formatting
+  /set verbose           Show LLM stats
+  /set quiet             Disable LLM stats"""
+
+HELP_SHOW = """Available Commands:
+  /show info         Show details for this model
+  /show license      Show model license
+  /show modelfile    Show Modelfile for this model
+  /show parameters   Show parameters for this model
+  /show system       Show system message
+  /show template     Show prompt template"""
+
+HELP_SHORTCUTS = """Available keyboard shortcuts:
+  Ctrl + a            Move to the beginning of the line (Home)
+  Ctrl + e            Move to the end of the line (End)
+  Ctrl + k            Delete the sentence after the cursor
+  Ctrl + u            Delete the sentence before the cursor
+  Ctrl + w            Delete the word before the cursor
+  Ctrl + l            Clear the screen
+  Ctrl + c            Stop the model from responding
+  Ctrl + d            Exit (/bye)"""
+
+HELP_PARAMETER = "Parameters:\n" + "\n".join(
+    f"  /set parameter {spec.name:<18} {spec.help}" for spec in P.PARAMETERS.values())
+
+
+class Bye(Exception):
+    """`/bye`: leave the loop."""
+
+
+class Repl:
+    def __init__(self, session: Session, *, verbose: bool = False, format: str | None = None,
+                 read: Callable[[str], str] = input):
+        self.session = session
+        self.verbose = verbose
+        self.format = format
+        self.read_line = read
+        self.system: str | None = None
+        self.messages: list[Message] = []
+        self.options: dict[str, P.ParamValue] = {}
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def loop(self) -> int:
+        history = _setup_line_editing()
+        try:
+            while True:
+                try:
+                    text = self.read()
+                except EOFError:  # Ctrl-D
+                    write("\n")
+                    return EXIT_OK
+                except KeyboardInterrupt:
+                    write("\nUse Ctrl + d or /bye to exit.\n")
+                    continue
+                if not text.strip():
+                    continue
+                if text.lstrip().startswith("/"):
+                    try:
+                        self.command(text.strip() if "\n" not in text else text.lstrip())
+                    except Bye:
+                        return EXIT_OK
+                    continue
+                self.ask(text)
+        finally:
+            if history is not None:
+                history()
+
+    def read(self) -> str:
+        """One message or command; a `\"\"\"` block (or `/set system \"\"\"...`) spans lines."""
+        line = self.read_line(PROMPT)
+        stripped = line.strip()
+        prefix = ""
+        if stripped.startswith("/set system ") and stripped[len("/set system "):].lstrip().startswith(FENCE):
+            prefix, line = "/set system ", stripped[len("/set system "):].lstrip()
+        elif not stripped.startswith(FENCE):
+            return line
+        body = line.strip()[len(FENCE):]
+        if len(line.strip()) >= 2 * len(FENCE) and body.endswith(FENCE):
+            return prefix + body[: -len(FENCE)]
+        lines = [body] if body else []
+        while True:
+            more = self.read_line(CONTINUATION)
+            if more.rstrip().endswith(FENCE):
+                lines.append(more.rstrip()[: -len(FENCE)])
+                return prefix + "\n".join(lines)
+            lines.append(more)
+
+    def ask(self, text: str) -> None:
+        self.messages.append({"role": "user", "content": text})
+        conversation: list[Message] = ([{"role": "system", "content": self.system}] if self.system else [])
+        pieces: list[str] = []
+
+        def on_text(piece: str) -> None:
+            pieces.append(piece)
+            write(piece)
+
+        try:
+            stats = self.session.chat(conversation + self.messages, self.options, self.format, on_text)
+        except KeyboardInterrupt:  # the answer was stopped; forget the question too
+            self.messages.pop()
+            write("\n\n")
+            return
+        except CorralError as e:
+            self.messages.pop()
+            if pieces:
+                write("\n")
+            report(e)
+            return
+        self.messages.append({"role": "assistant", "content": "".join(pieces)})
+        write("\n\n")
+        if self.verbose:
+            output.err(render_stats(stats) + "\n")
+
+    # -- slash commands -----------------------------------------------------------------------------
+    def command(self, text: str) -> None:
+        words = text.split(None, 2)
+        name = words[0]
+        if name in ("/bye", "/exit"):
+            raise Bye
+        if name in ("/?", "/help"):
+            topic = words[1] if len(words) > 1 else ""
+            helps = {"set": HELP_SET, "show": HELP_SHOW, "shortcuts": HELP_SHORTCUTS, "shortcut": HELP_SHORTCUTS}
+            output.out(helps.get(topic, HELP))
+        elif name == "/clear":
+            self.messages.clear()
+            output.out("Cleared session context")
+        elif name == "/set":
+            self.set(words[1:])
+        elif name == "/show":
+            self.show(words[1] if len(words) > 1 else "")
+        else:
+            output.err(f"Unknown command '{name}'. Type /? for help")
+
+    def set(self, args: list[str]) -> None:
+        what = args[0] if args else ""
+        rest = args[1] if len(args) > 1 else ""
+        if what == "parameter":
+            self.set_parameter(rest.split())
+        elif what == "system":
+            if not rest.strip():
+                output.err("error: /set system needs the system message (/set system <text>)")
+                return
+            self.system = rest.strip() if "\n" not in rest else rest
+            output.out("Set system message.")
+        elif what == "verbose":
+            self.verbose = True
+            output.out("Set 'verbose' mode.")
+        elif what == "quiet":
+            self.verbose = False
+            output.out("Set 'quiet' mode.")
+        elif what == "format":
+            if rest.strip() != "json":
+                output.err(f"error: invalid format {rest.strip()!r}; only 'json' is supported")
+                return
+            self.format = "json"
+            output.out("Set format to 'json' mode.")
+        elif what == "noformat":
+            self.format = None
+            output.out("Disabled format.")
+        elif not what:
+            output.out(HELP_SET)
+        else:
+            output.err(f"Unknown command '/set {what}'. Type /? for help")
+
+    def set_parameter(self, words: list[str]) -> None:
+        """`/set parameter NAME VALUE...`, checked against the same table as Modelfiles."""
+        if len(words) < 2:
+            output.out("Usage:\n  /set parameter <name> <value>\n\n" + HELP_PARAMETER)
+            return
+        name, values = words[0], words[1:]
+        if name in P.DEPRECATED:
+            output.err(f"warning: parameter {name!r} is deprecated and ignored")
+            return
+        spec = P.PARAMETERS.get(name)
+        if spec is None:
+            hint = did_you_mean(name, P.PARAMETERS) or "`/set parameter` lists the parameters"
+            output.err(f"error: unknown parameter {name!r}\nhint: {hint}")
+            return
+        try:
+            if spec.type == "str_list":
+                value = P.check(spec, tuple(values))
+            elif len(values) > 1:
+                raise P.ParamValueError(f"expected one value, got {len(values)}")
+            else:
+                value = P.parse_text(spec, values[0])
+        except P.ParamValueError as e:
+            output.err(f"error: parameter {name!r}: {e}\nhint: {name} is {P.kind(spec)}: {spec.help}")
+            return
+        self.options[name] = value
+        shown = ", ".join(value) if isinstance(value, tuple) else " ".join(values)
+        output.out(f"Set parameter '{name}' to '{shown}'")
+        if spec.load_time:  # the server ignores these per request too (they would mean a reload)
+            output.err(f"note: {name} applies when a model is loaded, so this session ignores it; "
+                       f"set it in the model's definition (PARAMETER {name} ...)")
+
+    def show(self, what: str) -> None:
+        from corral.cli.models import summary
+
+        if what not in ("info", "license", "modelfile", "parameters", "system", "template"):
+            output.out(HELP_SHOW)
+            return
+        try:
+            info = self.session.show()
+        except CorralError as e:
+            report(e)
+            return
+        if what == "info":
+            output.out(summary(info))
+        elif what == "modelfile":
+            output.out(info.get("modelfile", ""))
+        elif what == "license":
+            output.out(info.get("license") or "No license was specified for this model.")
+        elif what == "system":
+            output.out(self.system or info.get("system") or "No system message was specified for this model.")
+        elif what == "template":
+            output.out(info.get("template") or "No prompt template was specified for this model.")
+        else:
+            model_params = info.get("parameters") or ""
+            lines = (["Model defined parameters:", model_params] if model_params
+                     else ["No parameters were specified for this model."])
+            if self.options:
+                lines += ["", "User defined parameters:"]
+                for key, value in self.options.items():
+                    shown = ", ".join(value) if isinstance(value, tuple) else P.value_to_text(value)
+                    lines.append(f"{key:<30} {shown}")
+            output.out("\n".join(lines))
+
+
+def _setup_line_editing() -> Callable[[], None] | None:
+    """Line editing and history when both ends are a terminal; returns the history saver."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+    try:
+        import readline
+    except ImportError:  # Windows without pyreadline: plain input() still works
+        return None
+    if os.environ.get("CORRAL_NOHISTORY"):
+        return None
+    path = Path.home() / ".corral" / "history"
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+
+    def save() -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
+        except OSError:
+            pass
+    return save

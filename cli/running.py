@@ -1,0 +1,113 @@
+"""`corral ps` and `corral stop`: the models a server holds in memory. Both need a running server."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+from rich.console import Console
+from rich.table import Table
+
+from corral.cli import output
+from corral.cli.client import Client, RunningModel, parse_time
+from corral.cli.context import report
+from corral.compiler.plan import human_bytes
+from corral.dsl import CorralError
+from corral.runtime import names
+
+EXIT_OK, EXIT_ERROR = 0, 1
+FOREVER_AFTER_DAYS = 365 * 10  # an expiry this far out is a model kept loaded (keep_alive < 0)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ps", help="list the models a running server has loaded")
+    p.set_defaults(handler=ps)
+
+    p = sub.add_parser("stop", help="unload a model from a running server")
+    p.add_argument("model", metavar="MODEL")
+    p.set_defaults(handler=stop)
+
+
+def _connected() -> Client | None:
+    client = Client()
+    if client.is_running():
+        return client
+    output.err(f"error: no Corral server is running at {client.url}; start one with `corral serve`")
+    client.close()
+    return None
+
+
+def ps(args: argparse.Namespace) -> int:
+    client = _connected()
+    if client is None:
+        return EXIT_ERROR
+    try:
+        with client:
+            models = client.ps()
+    except CorralError as e:
+        report(e)
+        return EXIT_ERROR
+    table = Table("NAME", "ID", "SIZE", "PROCESSOR", "UNTIL", box=None, pad_edge=False)
+    for m in models:
+        digest = m.get("digest", "").removeprefix("sha256:")
+        table.add_row(m.get("name", ""), digest[:12], human_bytes(m.get("size", 0)), processor(m), until(m))
+    Console(width=200).print(table, highlight=False)
+    return EXIT_OK
+
+
+def stop(args: argparse.Namespace) -> int:
+    client = _connected()
+    if client is None:
+        return EXIT_ERROR
+    try:
+        with client:
+            wanted = _key(args.model)
+            if not any(_key(m.get("name", "")) == wanted for m in client.ps()):
+                output.err(f'error: couldn\'t find model "{args.model}" to stop')
+                return EXIT_ERROR
+            client.generate(args.model, "", keep_alive=0)
+    except CorralError as e:
+        report(e)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _key(name: str) -> object:
+    """What names compare by (`smol` is `smol:latest`), or the text itself when it is not a name."""
+    try:
+        return names.parse(name)
+    except CorralError:
+        return name
+
+
+def processor(m: RunningModel) -> str:
+    """`100% GPU`, `100% CPU` or `48%/52% CPU/GPU`, from size_vram out of size."""
+    size, vram = m.get("size", 0), m.get("size_vram", 0)
+    if size <= 0:
+        return "Unknown"
+    if vram <= 0:
+        return "100% CPU"
+    if vram >= size:
+        return "100% GPU"
+    gpu = round(vram / size * 100)
+    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+def until(m: RunningModel, now: datetime | None = None) -> str:
+    """When the model unloads, in words ("4 minutes from now", "Forever", "Stopping...")."""
+    text = m.get("expires_at")
+    if not text:
+        return "Never"
+    when = parse_time(text)
+    seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if seconds <= 0:
+        return "Stopping..."
+    if seconds > FOREVER_AFTER_DAYS * 86400:
+        return "Forever"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            n = int(seconds // size)
+            if n == 1:
+                return f"About a{'n' if unit == 'hour' else ''} {unit} from now"
+            return f"{n} {unit}s from now"
+    return "Less than a second from now"

@@ -1,0 +1,66 @@
+"""`corral serve`: the API server in the foreground, in this one process.
+
+Sanic runs in single-process mode: no worker fork and never Sanic's auto-reload (which restarts
+the process on file changes); hot reload of definitions is Corral's own watcher's job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pydantic import ValidationError
+
+from corral.cli import output
+
+log = logging.getLogger("corral.serve")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", aliases=["start"], help="run the API server in the foreground",
+                       description="Serve the Ollama-compatible API (/api) and the OpenAI-compatible one (/v1). "
+                       "Settings come from CORRAL_* environment variables: CORRAL_HOST, CORRAL_MODELS, "
+                       "CORRAL_KEEP_ALIVE, CORRAL_MAX_LOADED_MODELS, CORRAL_NUM_PARALLEL, CORRAL_MAX_QUEUE, "
+                       "CORRAL_LIBRARY, CORRAL_ORIGINS.")
+    p.add_argument("--host", metavar="HOST[:PORT]",
+                   help="address to listen on (overrides CORRAL_HOST; default 127.0.0.1:11434)")
+    p.set_defaults(handler=serve)
+
+
+def configure_logging() -> None:
+    """Corral's own loggers to stderr at INFO (Sanic configures its own)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("corral")
+    if not root.handlers:
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from corral.server.settings import Settings  # the server stack loads only for this command
+
+    try:
+        settings = Settings(host=args.host) if args.host else Settings()
+    except ValidationError as e:
+        for problem in e.errors():
+            field = ".".join(str(p) for p in problem["loc"])
+            output.err(f"corral serve: error: CORRAL_{field.upper()}: {problem['msg']}")
+        return EXIT_USAGE
+    configure_logging()
+    from corral.server.app import create_app
+
+    app = create_app(settings)
+    host, port = settings.bind
+    shown = f"[{host}]" if ":" in host else host
+
+    @app.after_server_start
+    async def _announce(app_, *_):
+        count = len(app.ctx.store.list_models()) if settings.models.exists() else 0
+        log.info("listening on http://%s:%d, serving %d model%s from %s", shown, port, count,
+                 "" if count == 1 else "s", settings.models)
+
+    app.run(host=host, port=port, single_process=True, access_log=False, motd=False, auto_reload=False)
+    return EXIT_OK
