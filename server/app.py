@@ -42,6 +42,9 @@ class AppContext:
     scheduler: Any = None  # corral.runtime.scheduler.Scheduler, or a test double
     models: Any = None  # corral.runtime.models.Models (the ModelSource)
     store: Any = None  # corral.runtime.store.Store
+    library: Any = None  # corral.runtime.library.Library when a library folder is served
+    watch_task: Any = None  # the library watcher (asyncio.Task)
+    watch_stop: Any = None  # asyncio.Event that ends it
     origin_patterns: tuple[re.Pattern[str], ...] = field(default=())
 
 
@@ -93,6 +96,14 @@ def build_defaults(ctx: AppContext) -> None:
 
         options = CompileOptions(inventory=NvmlProbe().read(), num_parallel=settings.num_parallel)
         ctx.models = Models(ctx.store, options)
+        if settings.library is not None:
+            from corral.runtime.catalog import Catalog
+            from corral.runtime.create import StoreResolver
+            from corral.runtime.library import Library
+
+            ctx.library = Library(settings.library, options, StoreResolver(ctx.store))
+            ctx.library.sync()  # compile everything once before the first request
+            ctx.models = Catalog(ctx.models, ctx.library)
     if ctx.scheduler is None:
         from corral.runtime.scheduler import Scheduler, SchedulerSettings
 
@@ -103,9 +114,36 @@ def build_defaults(ctx: AppContext) -> None:
 
 async def _start(app: Sanic) -> None:
     build_defaults(app.ctx)
+    await start_watch(app)
+
+
+async def start_watch(app: Sanic) -> None:
+    """(Re)start the library watcher; nothing to do when no library is served."""
+    import asyncio
+
+    from corral.server.library_watch import watch
+
+    ctx = app.ctx
+    await stop_watch(app)
+    if ctx.library is None:
+        return
+    ctx.watch_stop = asyncio.Event()
+    ctx.watch_task = asyncio.ensure_future(watch(ctx.library, ctx.scheduler, ctx.watch_stop))
+
+
+async def stop_watch(app: Sanic) -> None:
+    ctx = app.ctx
+    if ctx.watch_task is not None:
+        ctx.watch_stop.set()
+        try:
+            await ctx.watch_task
+        except Exception:
+            log.exception("library watcher ended with an error")
+        ctx.watch_task = None
 
 
 async def _stop(app: Sanic) -> None:
+    await stop_watch(app)
     if app.ctx.scheduler is not None:
         await app.ctx.scheduler.close()
 

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Callable
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json as json_response
 
-from corral.server import inference, models_api
+from corral.server import library_api, inference, models_api
 from corral.server.errors import native_body, render_native
 from corral.server.inference import Calls, ChatInput, Done, Event, GenerateInput, Text
 from corral.server.schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, parse_body
@@ -29,6 +29,7 @@ def blueprint() -> Blueprint:
     bp.add_route(embed, "/embed", methods=["POST"])
     bp.add_route(embeddings, "/embeddings", methods=["POST"])
     models_api.register(bp)
+    library_api.register(bp)
     bp.exception(Exception)(render_native)
     return bp
 

@@ -1,0 +1,92 @@
+"""/api/library: what the library serves and why, and `corral apply`'s plan-and-apply."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json as json_response
+
+from corral.runtime.library import Change, Entry
+from corral.server.errors import BadRequestError
+from corral.server.library_watch import sync
+from corral.server.schemas import parse_body
+
+
+class ApplyBody(BaseModel):
+    path: str = Field(description="the library folder to reconcile to (absolute, on the server's machine)")
+    dry_run: bool = False
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_route(status, "/library", methods=["GET"])
+    bp.add_route(apply, "/library/apply", methods=["POST"])
+
+
+def entry_json(e: Entry) -> dict[str, Any]:
+    problem = None
+    if e.problem is not None:
+        p = e.problem
+        problem = {"message": p.message, "path": p.path, "line": p.line, "column": p.column, "hint": p.hint}
+    return {"name": e.name, "path": e.path, "state": e.state, "digest": e.digest,
+            "changed_at": e.changed_at.isoformat().replace("+00:00", "Z"), "error": problem}
+
+
+def change_json(c: Change) -> dict[str, Any]:
+    return {"name": c.name, "action": c.action, "path": c.path, "detail": c.detail}
+
+
+async def status(request: Request) -> HTTPResponse:
+    ctx = request.app.ctx
+    library = getattr(ctx, "library", None)
+    if library is None:
+        return json_response({"root": None, "models": []})
+    running = {m.name.lower(): m for m in ctx.scheduler.running()} if ctx.scheduler else {}
+    models = []
+    for e in library.entries():
+        item = entry_json(e)
+        loaded = running.get(e.name.lower())
+        if loaded is not None and e.spec is not None and loaded.spec.load_digest != e.spec.load_digest:
+            item["state"] = "loading" if e.state == "ok" else e.state
+        models.append(item)
+    return json_response({"root": str(library.root), "models": models})
+
+
+async def apply(request: Request) -> HTTPResponse:
+    body = parse_body(request.body, ApplyBody)
+    root = Path(body.path)
+    if not root.is_dir():
+        raise BadRequestError(f"path: {body.path} is not a folder on the server's machine")
+    ctx = request.app.ctx
+    library = ensure_library(request.app, root)
+    if body.dry_run:
+        changes, _ = await asyncio.to_thread(library.plan, root)
+        changes = [c for c in changes if c.action != "unchanged"]
+    else:
+        changes = await sync(library, ctx.scheduler, root)
+        restart_watch(request.app)
+    return json_response({"root": str(root), "dry_run": body.dry_run, "changes": [change_json(c) for c in changes]})
+
+
+def ensure_library(app: Any, root: Path):
+    """The app's library, made on the spot (over the store's models) when it serves none yet."""
+    from corral.runtime.catalog import Catalog
+    from corral.runtime.create import StoreResolver
+    from corral.runtime.library import Library
+
+    ctx = app.ctx
+    if getattr(ctx, "library", None) is None:
+        ctx.library = Library(root, ctx.models.options, StoreResolver(ctx.store))
+        base = ctx.models.models if isinstance(ctx.models, Catalog) else ctx.models
+        ctx.models = Catalog(base, ctx.library)
+        ctx.scheduler.source = ctx.models
+    return ctx.library
+
+
+def restart_watch(app: Any) -> None:
+    from corral.server.app import start_watch
+
+    asyncio.ensure_future(start_watch(app))

@@ -1,0 +1,156 @@
+"""Hot reload with a real server, real files and the real SmolLM2: the server follows the folder."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from corral.server.app import create_app
+from corral.server.settings import Settings
+from tests.server.live import LiveServer
+
+SMOL = "FROM ./smol.gguf\nPARAMETER temperature 0\nPARAMETER num_predict {n}\nPARAMETER num_ctx {ctx}\n"
+
+
+@pytest.fixture
+def served(tmp_path, smollm2_gguf):
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "smol.gguf").symlink_to(smollm2_gguf)
+    (library / "smol.Modelfile").write_text(SMOL.format(n=3, ctx=512))
+    app = create_app(Settings(models=tmp_path / "models", library=library, num_parallel=2),
+                     name=f"corral_lib_{tmp_path.name[-8:]}".replace("-", "_"))
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=120) as client:
+        yield library, client, live
+
+
+def generate(client: httpx.Client, model: str = "smol") -> httpx.Response:
+    return client.post("/api/generate", json={"model": model, "prompt": "Count: 1, 2, 3,", "stream": False})
+
+
+def until(check, timeout: float = 20.0):
+    """Poll until `check()` is truthy (file events arrive asynchronously); returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def library_entry(client: httpx.Client, name: str = "smol:latest") -> dict:
+    models = client.get("/api/library").json()["models"]
+    return next((m for m in models if m["name"] == name), {})
+
+
+def test_edits_apply_without_restart_and_broken_edits_keep_the_last_good_version(served):
+    library, client, live = served
+    assert generate(client).json()["eval_count"] == 3
+    assert "smol:latest" in [m["name"] for m in client.get("/api/tags").json()["models"]]
+
+    # A sampling parameter: the next request uses it, with no reload.
+    pid = live.app.ctx.scheduler.running()[0]
+    (library / "smol.Modelfile").write_text(SMOL.format(n=5, ctx=512))
+    assert until(lambda: generate(client).json()["eval_count"] == 5)
+    assert live.app.ctx.scheduler.running()[0].spec.load.num_ctx == 512 and pid
+
+    # A broken edit: the old version answers, the error and its line are on /api/library.
+    (library / "smol.Modelfile").write_text(SMOL.format(n=5, ctx=512) + "PARAMETER temprature 1\n")
+    entry = until(lambda: (e := library_entry(client)).get("state") == "error" and e)
+    assert entry["error"]["line"] == 5 and entry["error"]["column"] == 11
+    assert entry["error"]["message"] == "unknown parameter 'temprature'"
+    assert generate(client).json()["eval_count"] == 5
+
+    # Fixed: it recovers.
+    (library / "smol.Modelfile").write_text(SMOL.format(n=4, ctx=512))
+    assert until(lambda: library_entry(client).get("state") == "ok")
+    assert generate(client).json()["eval_count"] == 4
+
+    # Deleted: gone once drained.
+    (library / "smol.Modelfile").unlink()
+    assert until(lambda: generate(client).status_code == 404)
+
+
+def test_a_reload_under_load_fails_no_request(served):
+    library, client, _ = served
+    generate(client)
+    failures: list[int] = []
+    done = threading.Event()
+
+    def hammer():
+        with httpx.Client(base_url=client.base_url, timeout=120) as c:
+            while not done.is_set():
+                r = generate(c)
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    (library / "smol.Modelfile").write_text(SMOL.format(n=3, ctx=1024))  # num_ctx: a reload
+    assert until(lambda: any(m.spec.load.num_ctx == 1024 for m in served[2].app.ctx.scheduler.running()), 60)
+    time.sleep(1.0)
+    done.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_a_burst_of_saves_settles_on_the_last(served):
+    library, client, _ = served
+    for n in range(1, 21):
+        (library / "smol.Modelfile").write_text(SMOL.format(n=n, ctx=512))
+        time.sleep(0.05)
+    shown = lambda: client.post("/api/show", json={"model": "smol"}).json()["parameters"]  # noqa: E731
+    assert until(lambda: "num_predict                    20" in shown())
+    time.sleep(1.0)  # settled: no late event brings an older version back
+    assert "num_predict                    20" in shown() and library_entry(client)["state"] == "ok"
+
+
+def test_rename_on_save_and_editor_temp_files(served):
+    library, client, _ = served
+    generate(client)
+    temp = library / ".smol.Modelfile.swp"
+    temp.write_text("garbage")
+    staged = library / "smol.Modelfile.tmp"
+    staged.write_text(SMOL.format(n=2, ctx=512))
+    staged.replace(library / "smol.Modelfile")
+    assert until(lambda: generate(client).json()["eval_count"] == 2)
+    assert [m["name"] for m in client.get("/api/library").json()["models"]] == ["smol:latest"]
+
+
+def test_a_stream_running_across_two_edits_completes_intact(served):
+    library, client, _ = served
+    body = {"model": "smol", "prompt": "Write a long list of fruits.", "options": {"num_predict": 60}}
+    with client.stream("POST", "/api/generate", json=body) as stream:
+        lines = stream.iter_lines()
+        first = json.loads(next(lines))
+        (library / "smol.Modelfile").write_text(SMOL.format(n=7, ctx=512))
+        time.sleep(0.3)
+        (library / "smol.Modelfile").write_text(SMOL.format(n=8, ctx=512))
+        rest = [json.loads(line) for line in lines if line]
+    final = rest[-1]
+    assert first["done"] is False and final["done"] is True and "error" not in final
+    assert final["eval_count"] == 60
+
+
+def test_corral_apply_plans_then_applies(served, tmp_path, smollm2_gguf):
+    _, client, _ = served
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "smol.gguf").symlink_to(smollm2_gguf)
+    (other / "smol.Modelfile").write_text(SMOL.format(n=9, ctx=512))
+    (other / "tiny.toml").write_text('from = "./smol.gguf"\n[parameters]\nnum_predict = 2\n')
+    plan = client.post("/api/library/apply", json={"path": str(other), "dry_run": True}).json()
+    assert sorted((c["name"], c["action"]) for c in plan["changes"]) == [("smol:latest", "update-spec"),
+                                                                       ("tiny:latest", "create")]
+    assert generate(client, "tiny").status_code == 404
+    client.post("/api/library/apply", json={"path": str(other)})
+    assert generate(client, "tiny").json()["eval_count"] == 2
+    assert generate(client).json()["eval_count"] == 9
