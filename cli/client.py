@@ -291,6 +291,14 @@ class Client:
                             timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None, write=None, pool=None)):
                 pass
 
+    def library(self) -> dict[str, Any]:
+        """GET /api/library: the served library folder and each model's state."""
+        return self._json("GET", "/api/library")
+
+    def apply(self, path: str, *, dry_run: bool = False) -> dict[str, Any]:
+        """POST /api/library/apply: plan (dry_run) or reconcile the library to the folder `path`."""
+        return self._json("POST", "/api/library/apply", {"path": path, "dry_run": dry_run})
+
     def copy(self, source: str, destination: str) -> None:
         self._json("POST", "/api/copy", {"source": source, "destination": destination})
 

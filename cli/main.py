@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import version
 from typing import Callable, Sequence
 
-from corral.cli import definitions, demo, models, run, running, serve
+from corral.cli import definitions, demo, library, models, run, running, serve
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     running.register(sub)
     serve.register(sub)
     demo.register(sub)
+    library.register(sub)
     return parser
 
 

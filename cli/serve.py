@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -26,7 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "CORRAL_LIBRARY, CORRAL_ORIGINS.")
     p.add_argument("--host", metavar="HOST[:PORT]",
                    help="address to listen on (overrides CORRAL_HOST; default 127.0.0.1:11434)")
+    p.add_argument("--library", metavar="DIR",
+                   help="serve and watch this folder of definitions (overrides CORRAL_LIBRARY; default: the "
+                   "checkout's library/ when Corral runs from a checkout)")
     p.set_defaults(handler=serve)
+
+
+def checkout_library() -> Path | None:
+    """The repository's library/ when Corral runs from a checkout (an editable install)."""
+    top = Path(__file__).resolve().parent.parent
+    if (top / "pyproject.toml").is_file() and (top / "library").is_dir() and (top / ".git").exists():
+        return top / "library"
+    return None
 
 
 def configure_logging() -> None:
@@ -43,7 +56,12 @@ def serve(args: argparse.Namespace) -> int:
     from corral.server.settings import Settings  # the server stack loads only for this command
 
     try:
-        settings = Settings(host=args.host) if args.host else Settings()
+        overrides: dict = {"host": args.host} if args.host else {}
+        if args.library:
+            overrides["library"] = Path(args.library).resolve()
+        settings = Settings(**overrides)
+        if settings.library is None and "CORRAL_LIBRARY" not in os.environ and checkout_library():
+            settings = settings.model_copy(update={"library": checkout_library()})
     except ValidationError as e:
         for problem in e.errors():
             field = ".".join(str(p) for p in problem["loc"])
@@ -61,6 +79,11 @@ def serve(args: argparse.Namespace) -> int:
         count = len(app.ctx.store.list_models()) if settings.models.exists() else 0
         log.info("listening on http://%s:%d, serving %d model%s from %s", shown, port, count,
                  "" if count == 1 else "s", settings.models)
+        if app.ctx.library is not None:
+            entries = app.ctx.library.entries()
+            broken = [e for e in entries if e.state == "error"]
+            log.info("library %s: %d model%s%s", app.ctx.library.root, len(entries), "" if len(entries) == 1 else "s",
+                     f", {len(broken)} with errors (see `corral library status`)" if broken else "")
 
     app.run(host=host, port=port, single_process=True, access_log=False, motd=False, auto_reload=False)
     return EXIT_OK

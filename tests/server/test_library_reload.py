@@ -154,3 +154,28 @@ def test_corral_apply_plans_then_applies(served, tmp_path, smollm2_gguf):
     client.post("/api/library/apply", json={"path": str(other)})
     assert generate(client, "tiny").json()["eval_count"] == 2
     assert generate(client).json()["eval_count"] == 9
+
+
+def test_cli_library_status_and_apply(served, tmp_path, smollm2_gguf):
+    import subprocess
+    import sys
+
+    library, client, live = served
+    env = {**__import__("os").environ, "CORRAL_HOST": live.url}
+    (library / "smol.Modelfile").write_text(SMOL.format(n=3, ctx=512) + "PARAMETER temprature 1\n")
+    until(lambda: library_entry(client).get("state") == "error")
+    status = subprocess.run([sys.executable, "-m", "corral.cli.main", "library", "status"], env=env,
+                            capture_output=True, text=True)
+    assert status.returncode == 1 and "smol:latest" in status.stdout and "smol.Modelfile:5:11: unknown parameter" in status.stdout
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "smol.gguf").symlink_to(smollm2_gguf)
+    (other / "tiny.toml").write_text('from = "./smol.gguf"\n')
+    dry = subprocess.run([sys.executable, "-m", "corral.cli.main", "apply", str(other), "--dry-run"], env=env,
+                         capture_output=True, text=True)
+    assert dry.returncode == 0 and "create" in dry.stdout and "delete" in dry.stdout and "tiny:latest" in dry.stdout
+    assert generate(client, "tiny").status_code == 404
+    done = subprocess.run([sys.executable, "-m", "corral.cli.main", "apply", str(other)], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "applied 2 change(s)" in done.stdout
+    assert generate(client, "tiny").status_code == 200
