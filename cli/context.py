@@ -22,8 +22,8 @@ def store() -> Store:
 @lru_cache(maxsize=1)
 def compile_options() -> CompileOptions:
     """GPU inventory from NVML (empty, with the reason, when there is none) and the slot count."""
-    parallel = int(os.environ.get("CORRAL_NUM_PARALLEL", "1") or 1)
-    return CompileOptions(inventory=NvmlProbe().read(), num_parallel=max(1, parallel))
+    parallel = int(os.environ.get("CORRAL_NUM_PARALLEL", "0") or 0)  # 0: as the memory plan allows
+    return CompileOptions(inventory=NvmlProbe().read(), num_parallel=max(0, parallel))
 
 
 def report(e: CorralError) -> None:

@@ -15,6 +15,7 @@ from corral.compiler.errors import GGUFError, WeightsError
 from corral.compiler.gguf_check import check_gguf
 from corral.compiler.gguf_info import ModelInfo, read_model_info
 from corral.compiler.gpus import GpuInventory
+from corral.compiler.host import available_memory
 from corral.compiler.plan import plan_memory
 from corral.compiler.resolve import (DIGEST, BaseModel, ModelResolver, expand, find_weights,
                                      looks_like_path, resolve_model, weights_ref)
@@ -29,6 +30,8 @@ DEFAULT_TEMPLATE = "{{ .Prompt }}"
 # GGUFs of these architectures often ship without a chat template; Ollama's own fits them.
 ARCHITECTURE_TEMPLATES = {"gemma3": "gemma3-instruct", "gemma2": "gemma-instruct", "gemma": "gemma-instruct"}
 DEFAULT_NUM_CTX = 4096
+# llama.cpp's server picks 4 slots by default; more rarely pays on a single machine's cores.
+AUTO_PARALLEL_CAP = 4
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,9 @@ class CompileOptions:
     """Machine-level settings that are not part of a definition."""
 
     inventory: GpuInventory
-    num_parallel: int = 1
+    num_parallel: int = 0  # 0: as many slots as the memory plan allows, up to AUTO_PARALLEL_CAP
     default_num_ctx: int = DEFAULT_NUM_CTX
+    memory_bytes: int | None = None  # RAM for a CPU plan's auto slots; None: what the OS has free
 
 
 def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolver: ModelResolver,
@@ -53,11 +57,14 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
     template = _template(d, base, info)
     stop = _stops(params, template, info)
     num_ctx = int(params.get("num_ctx") or min(options.default_num_ctx, info.context_length or options.default_num_ctx))
-    plan = plan_memory(info, options.inventory, num_ctx=num_ctx, num_parallel=options.num_parallel,
-                       num_batch=int(params.get("num_batch", 512)), num_gpu=int(params.get("num_gpu", -1)),
-                       main_gpu=_opt_int(params.get("main_gpu")))
+    def planned(slots: int):
+        return plan_memory(info, options.inventory, num_ctx=num_ctx, num_parallel=slots,
+                           num_batch=int(params.get("num_batch", 512)), num_gpu=int(params.get("num_gpu", -1)),
+                           main_gpu=_opt_int(params.get("main_gpu")))
+
+    plan = planned(options.num_parallel) if options.num_parallel > 0 else _auto_slots(planned, options)
     load = LoadOptions(
-        num_ctx=num_ctx, num_batch=int(params.get("num_batch", 512)), num_parallel=options.num_parallel,
+        num_ctx=num_ctx, num_batch=int(params.get("num_batch", 512)), num_parallel=plan.num_parallel,
         num_thread=int(params.get("num_thread", 0)), use_mmap=bool(params.get("use_mmap", True)),
         n_gpu_layers=plan.n_gpu_layers, main_gpu=plan.main_gpu, tensor_split=plan.tensor_split,
     )
@@ -71,6 +78,20 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
         licenses=(base.licenses if base else ()) + tuple(x.value for x in d.licenses),
         requires=d.requires.value if d.requires else None, source=source,
     )
+
+
+def _auto_slots(planned, options: CompileOptions):
+    """The most slots (up to the cap) whose plan keeps every layer where one slot would put it and,
+    on the CPU, leaves at least half the free memory to the rest of the machine."""
+    one = planned(1)
+    budget = options.memory_bytes if options.memory_bytes is not None else available_memory()
+    for slots in range(AUTO_PARALLEL_CAP, 1, -1):
+        plan = planned(slots)
+        if plan.fits and plan.n_gpu_layers >= one.n_gpu_layers and plan.cpu_bytes <= budget // 2:
+            return plan.model_copy(update={"reasons": plan.reasons + (
+                f"{slots} parallel slots: the most (up to {AUTO_PARALLEL_CAP}) the memory allows; "
+                "set num_parallel or CORRAL_NUM_PARALLEL to choose",)})
+    return one
 
 
 def _resolve_from(d: ModelDefinition, base_dir: Path, resolver: ModelResolver

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator, Callable, Protocol
 
+from corral.compiler.host import available_memory
 from corral.compiler.spec import RuntimeSpec
 from corral.runtime.errors import ServerBusyError
 
@@ -45,18 +46,6 @@ def _default_factory(spec: RuntimeSpec) -> EngineLike:
     from corral.runtime.engine import Engine  # the worker machinery loads only when needed
 
     return Engine(spec)
-
-
-def available_memory() -> int:
-    """MemAvailable from /proc/meminfo (bytes); a large number where it cannot be read."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 50
 
 
 @dataclass(frozen=True)

@@ -98,9 +98,9 @@ class Settings(BaseSettings):
         "used idle model is unloaded to make room.",
     )
     num_parallel: int = Field(
-        default=1, ge=1, le=256,
+        default=0, ge=0, le=256,
         description="Requests one loaded model serves at the same time (CORRAL_NUM_PARALLEL); each gets "
-        "its own slot of the context.",
+        "its own slot of the context. 0 (the default) takes as many as the memory plan allows, up to 4.",
     )
     max_queue: int = Field(
         default=512, ge=0,

@@ -168,3 +168,22 @@ def test_smollm2_uses_its_own_jinja_template(smollm2_gguf, tmp_path):
     assert (spec.template.kind, spec.template.origin) == ("jinja", "gguf")
     assert spec.model.architecture == "llama" and spec.model.quantization == "Q4_1"
     assert "<|im_end|>" in spec.stop
+
+
+@pytest.mark.parametrize(
+    "num_parallel, memory, slots",
+    [
+        (0, 1 << 40, 4),  # auto: the cap when memory is plentiful
+        (0, 1, 1),  # auto: one slot when memory is short
+        (2, 1 << 40, 2),  # explicit
+    ],
+)
+def test_slots_auto_or_explicit(folder, num_parallel, memory, slots):
+    options = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), num_parallel=num_parallel,
+                             memory_bytes=memory)
+    d = parse_modelfile("FROM ./tiny.gguf", str(folder / "m.Modelfile")).definition
+    spec = compile_definition(d, name="m", base_dir=folder, resolver=NoModels(), options=options)
+    assert spec.load.num_parallel == slots == spec.plan.num_parallel
+    assert spec.plan.kv_bytes == slots * compile_definition(
+        d, name="m", base_dir=folder, resolver=NoModels(),
+        options=CompileOptions(inventory=options.inventory, num_parallel=1)).plan.kv_bytes

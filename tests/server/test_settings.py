@@ -22,7 +22,7 @@ def test_defaults_match_ollama(monkeypatch, tmp_path):
     s = Settings(models=tmp_path)
     assert s.host == "127.0.0.1:11434" and s.bind == ("127.0.0.1", 11434)
     assert s.keep_alive == "5m" and s.keep_alive_seconds == 300
-    assert s.max_queue == 512 and s.num_parallel == 1 and s.library is None and s.origins == []
+    assert s.max_queue == 512 and s.num_parallel == 0 and s.library is None and s.origins == []
 
 
 def test_reads_corral_environment(monkeypatch, tmp_path):
@@ -87,4 +87,4 @@ def test_bad_keep_alive_names_the_problem(tmp_path):
 
 def test_bad_numbers_are_rejected(tmp_path):
     with pytest.raises(ValidationError, match="num_parallel"):
-        Settings(models=tmp_path, num_parallel=0)
+        Settings(models=tmp_path, num_parallel=-1)
