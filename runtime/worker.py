@@ -81,11 +81,12 @@ def run(conn: Connection, config: WorkerConfig) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # llama.cpp's CPU threads meet at an OpenMP barrier after every graph node, and libgomp spins
-    # there by default. Two busy workers (two models, or anything else) on the same cores then
-    # spin against each other, and decoding slows down five to tenfold; sleeping waits avoid that.
-    # libgomp reads this when llama_cpp first loads it, which is below; OMP_WAIT_POLICY=ACTIVE in
-    # the server's environment restores spinning for a machine that runs one model alone.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # there by default. For one model on its cores that is the fast choice (bench/throughput.py:
+    # 88 tok/s against 31 with sleeping waits on 2 cores); several busy workers on the same cores
+    # spin against each other, and OMP_WAIT_POLICY=PASSIVE in the server's environment (which the
+    # workers inherit) is then the better setting. CORRAL_OMP_WAIT_POLICY sets it for workers only.
+    if os.environ.get("CORRAL_OMP_WAIT_POLICY"):
+        os.environ["OMP_WAIT_POLICY"] = os.environ["CORRAL_OMP_WAIT_POLICY"]
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING,
                             format="%(asctime)s %(levelname)s corral-worker[%(process)d] %(name)s: %(message)s")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tests keep several model workers alive at once on few cores; spinning OpenMP threads would slow
+# each other down many times over, so the workers these tests spawn wait passively.
+os.environ.setdefault("CORRAL_OMP_WAIT_POLICY", "PASSIVE")
 
 from tests import models
 
