@@ -55,6 +55,7 @@ class Done:
     eval_duration: int = 0
     load_duration: int = 0
     total_duration: int = 0
+    prompt_cached: int = 0  # prompt tokens reused from a slot's cache, not evaluated again
 
     def stats(self) -> dict[str, int]:
         """The metric fields of Ollama's final chunk, zeros left out (Go's omitempty)."""
@@ -206,7 +207,8 @@ async def run(scheduler: Any, models: Any, name: str, keep_alive: float | None,
         if final is None:
             raise EngineError("the model stopped without finishing its answer")
         yield Done(final.done_reason, final.prompt_eval_count, final.prompt_eval_duration, final.eval_count,
-                   final.eval_duration, lease.load_duration_ns, time.perf_counter_ns() - started)
+                   final.eval_duration, lease.load_duration_ns, time.perf_counter_ns() - started,
+                   final.prompt_tokens_cached)
 
 
 async def load_or_unload(scheduler: Any, models: Any, name: str, keep_alive: float | None) -> str:

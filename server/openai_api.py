@@ -117,8 +117,9 @@ def openai_call(call: Any, index: int) -> dict[str, Any]:
 
 
 def usage(done: Done) -> dict[str, int]:
-    return {"prompt_tokens": done.prompt_eval_count, "completion_tokens": done.eval_count,
-            "total_tokens": done.prompt_eval_count + done.eval_count}
+    """OpenAI counts every prompt token, cached or not (Ollama's prompt_eval_count only the evaluated)."""
+    prompt = done.prompt_eval_count + done.prompt_cached
+    return {"prompt_tokens": prompt, "completion_tokens": done.eval_count, "total_tokens": prompt + done.eval_count}
 
 
 async def _sse(request: Request, events: AsyncIterator[Event], render) -> None:
