@@ -31,3 +31,16 @@ def test_every_command_is_documented(command):
 def test_ci_runs_the_readme_test_command():
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "test-command" in ci and "<!-- test-command -->" in README
+
+
+def test_every_server_setting_is_documented():
+    from corral.server.settings import Settings
+
+    for name in Settings.model_fields:
+        assert f"`CORRAL_{name.upper()}`" in README, name
+
+
+def test_readme_opens_with_the_demo_then_the_test_command():
+    commands = re.findall(r"```bash\n(.+?)\n```", README, re.S)
+    assert commands[0].startswith("pip install -e '.[serve]' && corral demo && corral run smollm2")
+    assert commands[1] == "pip install -e '.[test]' && python -m pytest -q"
