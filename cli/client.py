@@ -35,17 +35,6 @@ READ_TIMEOUT = None  # a model load or a long answer may take minutes between tw
 class ClientError(CorralError):
     """Talking to the server failed."""
 
-    def __init__(self, message: str, hint: str | None = None):
-        self.message = message
-        self.hint = hint
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (type(self), (self.message, self.hint))
-
-    def render(self) -> str:
-        return f"error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
-
 
 class ServerUnreachableError(ClientError):
     """No server answers at the address."""

@@ -58,17 +58,6 @@ Fetch = Callable[[Path], Path]
 class DemoError(CorralError):
     """The demo model could not be fetched or checked."""
 
-    def __init__(self, message: str, hint: str | None = None):
-        self.message = message
-        self.hint = hint
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (type(self), (self.message, self.hint))
-
-    def render(self) -> str:
-        return f"error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help=f"download SmolLM2-135M-Instruct and create the model '{MODEL_NAME}'")

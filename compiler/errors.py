@@ -26,7 +26,7 @@ class CompileError(CorralError):
         self.message = message
         self.span = span
         self.hint = hint
-        super().__init__(self.render())
+        Exception.__init__(self, self.render())
 
     def __reduce__(self):
         return (type(self), (self.message, self.span, self.hint))

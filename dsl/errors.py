@@ -68,7 +68,19 @@ class Diagnostic:
 
 
 class CorralError(Exception):
-    """Base of every error Corral reports to a user."""
+    """Base of every error Corral reports to a user: what went wrong, and what to do about it."""
+
+    def __init__(self, message: str = "", hint: str | None = None):
+        self.message = message
+        self.hint = hint
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.hint))
+
+    def render(self) -> str:
+        """`error: MESSAGE`, then `hint: HINT` when there is one (the form the CLI prints)."""
+        return f"error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
 
 
 class DefinitionError(CorralError):
@@ -78,7 +90,7 @@ class DefinitionError(CorralError):
         if not diagnostics:
             raise ValueError("DefinitionError needs at least one diagnostic")
         self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
-        super().__init__(self.render())
+        Exception.__init__(self, self.render())  # message and hint are the first diagnostic's
 
     def __reduce__(self):
         return (type(self), (self.diagnostics,))
@@ -118,13 +130,8 @@ class DefinitionError(CorralError):
 class FormatError(CorralError):
     """A value of the IR has no spelling in the requested syntax."""
 
-    def __init__(self, message: str, hint: str | None = None):
-        self.message = message
-        self.hint = hint
-        super().__init__(message + (f" (hint: {hint})" if hint else ""))
-
-    def __reduce__(self):
-        return (type(self), (self.message, self.hint))
+    def __str__(self) -> str:
+        return self.message + (f" (hint: {self.hint})" if self.hint else "")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

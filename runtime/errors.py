@@ -42,19 +42,6 @@ class StoreError(CorralError):
 
     http_status: ClassVar[int] = 500
 
-    def __init__(self, message: str, hint: str | None = None):
-        self.message = message
-        self.hint = hint
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (type(self), (self.message, self.hint))
-
-    def render(self) -> str:
-        """`error: MESSAGE`, then `hint: HINT` when there is one (the form the CLI prints)."""
-        return f"error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
-
-
 class InvalidNameError(StoreError):
     """A model name does not follow Ollama's grammar, or could name a path outside the store."""
 
@@ -150,15 +137,6 @@ class EngineError(CorralError):
     """A model's engine failed a request. `http_status` is what the APIs answer."""
 
     http_status: ClassVar[int] = 500
-
-    def __init__(self, message: str, hint: str | None = None):
-        self.message = message
-        self.hint = hint
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (type(self), (self.message, self.hint))
-
 
 class WorkerCrashedError(EngineError):
     """The worker process died (a crash in native code); its requests fail, the next one restarts it."""
