@@ -32,7 +32,7 @@ from multiprocessing.process import BaseProcess
 from typing import AsyncIterator, ClassVar, Union
 
 from corral.compiler.spec import RuntimeSpec
-from corral.runtime import worker
+from corral.runtime import machine_facts, worker
 from corral.runtime.errors import (ContextOverflowError, EngineError, EngineInputError, ModelLoadError,
                                    WorkerCrashedError)
 from corral.runtime.requests import Chunk, Embeddings, EmbedRequest, Failure, Final, GenerateRequest
@@ -128,7 +128,7 @@ class Engine:
             if self.alive:
                 return
             self._loop = asyncio.get_running_loop()
-            extra_buffers = not Engine._cpu_repack_crashes
+            extra_buffers = not (Engine._cpu_repack_crashes or machine_facts.repack_crashes())
             try:
                 await self._spawn(extra_buffers)
             except _LoadCrashed as e:
@@ -143,6 +143,7 @@ class Engine:
                     raise ModelLoadError(
                         f"the model worker for {self._spec.name} crashed while loading: {again}") from None
                 Engine._cpu_repack_crashes = True  # only now is it clear what crashed
+                machine_facts.remember_repack_crashes()
 
     async def _spawn(self, extra_buffers: bool) -> None:
         context = multiprocessing.get_context("spawn")
