@@ -25,7 +25,8 @@ def served(tmp_path, smollm2_gguf):
     (library / "smol.Modelfile").write_text(SMOL.format(n=3, ctx=512))
     app = create_app(Settings(models=tmp_path / "models", library=library, num_parallel=2),
                      name=f"corral_lib_{tmp_path.name[-8:]}".replace("-", "_"))
-    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=120) as client:
+    # Loads can be slow on a busy 2-core CI machine: wait for answers rather than time out.
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=600) as client:
         yield library, client, live
 
 
