@@ -113,9 +113,13 @@ class Scheduler:
 
     # -- public ---------------------------------------------------------------------------------
     @asynccontextmanager
-    async def use(self, name: str, keep_alive: float | None = None) -> AsyncIterator[Lease]:
-        """Hold the runner of model `name` for one request, loading it if needed."""
-        spec = await asyncio.to_thread(self.source.spec, name)
+    async def use(self, name: str, keep_alive: float | None = None,
+                  spec: RuntimeSpec | None = None) -> AsyncIterator[Lease]:
+        """Hold the runner of model `name` for one request, loading it if needed.
+
+        `spec`: the model's current spec when the caller has just resolved it (saves a lookup)."""
+        if spec is None:
+            spec = await asyncio.to_thread(self.source.spec, name)
         key = spec.name
         slots = sum(r.spec.load.num_parallel for r in self._runners.values() if r.key == key) or spec.load.num_parallel
         busy = sum(r.refs for r in self._runners.values() if r.key == key)

@@ -183,7 +183,7 @@ async def run(scheduler: Any, models: Any, name: str, keep_alive: float | None,
     started = time.perf_counter_ns()
     spec = await asyncio.to_thread(models.spec, name)
     plan = planner(spec)
-    async with scheduler.use(name, keep_alive) as lease:
+    async with scheduler.use(name, keep_alive, spec) as lease:
         if lease.spec.digest != spec.digest:
             plan = planner(lease.spec)
         request = GenerateRequest(id=request_id(), prompt=plan.prompt, sampling=plan.sampling,
@@ -233,8 +233,8 @@ async def embed(scheduler: Any, models: Any, name: str, inputs: list[str], *, tr
                 normalize: bool, keep_alive: float | None) -> EmbedResult:
     """Embed `inputs` (an empty list only loads the model)."""
     started = time.perf_counter_ns()
-    await asyncio.to_thread(models.spec, name)
-    async with scheduler.use(name, keep_alive) as lease:
+    spec = await asyncio.to_thread(models.spec, name)
+    async with scheduler.use(name, keep_alive, spec) as lease:
         if not inputs:
             return EmbedResult([], 0, lease.load_duration_ns, time.perf_counter_ns() - started)
         result: Embeddings = await lease.engine.embed(

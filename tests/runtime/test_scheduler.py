@@ -215,3 +215,21 @@ def test_unload_closes_idle_model_and_reports_unknown():
         assert await s.unload("a") is True
         assert s.running() == [] and await s.unload("a") is False
     asyncio.run(main())
+
+
+def test_a_spec_the_caller_already_resolved_is_not_looked_up_again():
+    class Counting(Source):
+        calls = 0
+
+        def spec(self, name):
+            Counting.calls += 1
+            return super().spec(name)
+
+    async def main():
+        source = Counting(make_spec("a"))
+        s = Scheduler(source, SchedulerSettings(), engine_factory=RecordingEngine)
+        async with s.use("a", None, source.specs["a"]) as lease:
+            assert lease.spec.name == "a"
+        assert Counting.calls == 0
+        await s.close()
+    asyncio.run(main())

@@ -119,8 +119,9 @@ class FakeScheduler:
         self.closed = False
 
     @asynccontextmanager
-    async def use(self, name: str, keep_alive: float | None = None) -> AsyncIterator[Lease]:
-        spec = self.models.spec(name)
+    async def use(self, name: str, keep_alive: float | None = None,
+                  spec: RuntimeSpec | None = None) -> AsyncIterator[Lease]:
+        spec = spec or self.models.spec(name)
         self.keep_alives.append(keep_alive)
         self.loaded[spec.name] = keep_alive
         self.in_use += 1
