@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from corral.dsl.build import Builder, Parsed
 from corral.dsl.decode import normalize
-from corral.dsl.syntax import Statement, parse_syntax
+from corral.dsl.syntax import Statement, parse_syntax, unknown_command
 
 _TEXT_FIELDS = {"TEMPLATE": "template", "SYSTEM": "system", "REQUIRES": "requires",
                 "DRAFT": "draft", "RENDERER": "renderer", "PARSER": "parser"}
@@ -25,9 +25,7 @@ def parse_modelfile(text: str, path: str = "<string>") -> Parsed:
 def _apply(b: Builder, st: Statement) -> None:
     kw = st.keyword
     if not st.known:
-        from corral.dsl.syntax import _unknown_command  # one message for both stages
-
-        d = _unknown_command(st.keyword, st.keyword_span)
+        d = unknown_command(st.keyword, st.keyword_span)
         b.error(d.message, d.span, d.hint)
         b.from_attempted |= d.hint == "did you mean 'FROM'?"
     elif kw == "FROM":

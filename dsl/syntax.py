@@ -112,7 +112,7 @@ def _diagnose(e: UnexpectedInput, text: str, pos: int, path: str) -> tuple[Diagn
             return Diagnostic(f"{word.upper()} needs a value", _span(path, text, pos, len(word)),
                               hint=f"write it as `{word.upper()} <value>` on one line"), False
         if word and rest[len(word):len(word) + 1] in ("", "\n"):
-            return _unknown_command(word, _span(path, text, pos, len(word))), False
+            return unknown_command(word, _span(path, text, pos, len(word))), False
         return Diagnostic(
             f"invalid command {token!r}: a command is a word of letters followed by a space",
             _span(path, text, pos, len(token)),
@@ -146,7 +146,7 @@ def _diagnose(e: UnexpectedInput, text: str, pos: int, path: str) -> tuple[Diagn
     return Diagnostic(f"unexpected {rest[:1]!r}" if rest else "unexpected end of file", here), False
 
 
-def _unknown_command(word: str, span: Span) -> Diagnostic:
+def unknown_command(word: str, span: Span) -> Diagnostic:
     return Diagnostic(f"unknown command {word!r}", span,
                       hint=did_you_mean(word, COMMANDS) or f"commands are {', '.join(COMMANDS)}")
 
