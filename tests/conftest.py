@@ -1,8 +1,15 @@
-"""Fixtures shared by every test package."""
+"""Fixtures shared by every test package, and the seal around every test.
+
+The whole session runs with its home, caches, config, store and server address in a temporary
+folder (set here, before any fixture runs), and each test gets fresh ones of its own, so no test
+reads or writes what the user has (see tests/sealed.py).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,9 +19,36 @@ import pytest
 os.environ.setdefault("CORRAL_OMP_WAIT_POLICY", "PASSIVE")
 
 from tests import models
+from tests.sealed import sealed_environment
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+CONFORMANCE = REPO / "tests" / "conformance" / "ollama-templates"
+
+# Session-wide seal: module- and session-scoped fixtures run before any function-scoped one, so
+# they too must never see the user's folders.
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="corral-tests-"))
+_USER_ENVIRONMENT = dict(os.environ)
+os.environ.clear()
+os.environ.update(sealed_environment(_SESSION_ROOT, _USER_ENVIRONMENT, library=False))
+del os.environ["CORRAL_LIBRARY"]
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def sealed(tmp_path_factory, monkeypatch) -> dict[str, str]:
+    """Each test's own home, caches, config, store and an address where no server listens."""
+    root = tmp_path_factory.mktemp("sealed")
+    env = sealed_environment(root, library=False)
+    for name in list(os.environ):
+        if name not in env:
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CORRAL_LIBRARY", raising=False)
+    return env
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +64,6 @@ def gemma3_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """../shared beside the checkout (conformance data and references)."""
-    if not SHARED.is_dir():
-        pytest.fail(f"{SHARED} is missing: the shared/ folder must sit beside the checkout")
-    return SHARED
+def conformance() -> Path:
+    """Ollama's chat-template test corpus, kept in tests/conformance with its MIT licence."""
+    return CONFORMANCE

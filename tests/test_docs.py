@@ -28,9 +28,18 @@ def test_every_command_is_documented(command):
     assert re.search(rf"`{command}\b", README)
 
 
-def test_ci_runs_the_readme_test_command():
+def marked_block(name: str) -> str:
+    """The command between `<!-- name -->` and `<!-- /name -->`, as .ci/run reads it."""
+    match = re.search(rf"<!-- {name} -->\n```bash\n(.+?)\n```\n<!-- /{name} -->", README, re.S)
+    assert match, f"README.md has no {name} block"
+    return match.group(1)
+
+
+def test_ci_runs_the_readme_demo_then_the_test_command():
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
-    assert "test-command" in ci and "<!-- test-command -->" in README
+    assert ci.index("block demo-command") < ci.index("block test-command")
+    assert marked_block("demo-command").startswith("pip install -e '.[serve]' && corral demo")
+    assert marked_block("test-command") == "pip install -e '.[test]' && python -m pytest -q"
 
 
 def test_every_server_setting_is_documented():

@@ -14,7 +14,6 @@ import pty
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import termios
@@ -31,6 +30,7 @@ from corral.cli.client import Client, ClientError, NotFoundError, ServerError, S
 from corral.cli.run import Stats, render_stats
 from corral.cli.running import processor, until
 from corral.runtime.store import Store
+from tests.sealed import free_port, sealed_environment
 
 model = pytest.mark.model  # the tests that run SmolLM2
 
@@ -44,12 +44,6 @@ def corral_script() -> str:
     if not Path(path).exists():
         pytest.fail("the `corral` console script is not installed (pip install -e '.[test]')")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def corral(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,9 +65,9 @@ def home(tmp_path_factory, smollm2_gguf: Path) -> Path:
 
 
 def environment(root: Path, models: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-    env.update(CORRAL_MODELS=str(models), CORRAL_HOST=f"127.0.0.1:{port}", HOME=str(root / "home"),
-               CORRAL_NOHISTORY="1", CORRAL_KEEP_ALIVE="5m")
+    """Sealed (its own home, caches and an empty library folder), over the store `models`."""
+    env = sealed_environment(root, port=port)
+    env.update(CORRAL_MODELS=str(models), CORRAL_KEEP_ALIVE="5m")
     return env
 
 

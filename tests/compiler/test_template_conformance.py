@@ -31,16 +31,11 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def conformance(shared_dir: Path) -> Path:
-    return shared_dir / "conformance" / "ollama-templates"
-
-
 def test_package_ships_ollamas_templates(conformance: Path) -> None:
-    shared = sorted(p.name for p in (conformance / "templates").iterdir())
+    corpus = sorted(p.name for p in (conformance / "templates").iterdir())
     packaged = resources.files("corral.compiler") / "ollama_templates"
     assert len(GO_TEMPLATES) == 20
-    for name in shared:
+    for name in corpus:
         assert (packaged / name).read_bytes() == (conformance / "templates" / name).read_bytes(), name
     assert (packaged / "LICENSE.ollama").read_bytes() == (conformance / "LICENSE.ollama").read_bytes()
 

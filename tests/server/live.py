@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 from sanic import Sanic
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.sealed import free_port
 
 
 class LiveServer:
