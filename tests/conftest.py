@@ -30,7 +30,6 @@ _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="corral-tests-"))
 _USER_ENVIRONMENT = dict(os.environ)
 os.environ.clear()
 os.environ.update(sealed_environment(_SESSION_ROOT, _USER_ENVIRONMENT, library=False))
-del os.environ["CORRAL_LIBRARY"]
 
 
 def pytest_unconfigure(config) -> None:
@@ -47,7 +46,6 @@ def sealed(tmp_path_factory, monkeypatch) -> dict[str, str]:
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("CORRAL_LIBRARY", raising=False)
     return env
 
 
