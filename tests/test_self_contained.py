@@ -57,7 +57,8 @@ def escapes(path: Path, text: str) -> list[str]:
     return found
 
 
-FILES = tracked_text_files()
+# This file's own table below spells escapes out on purpose; it is the one file not scanned.
+FILES = [p for p in tracked_text_files() if p != Path(__file__).resolve()]
 
 
 def test_the_scan_sees_the_whole_tree():
@@ -72,12 +73,12 @@ def test_no_file_names_a_path_outside_the_repository(path: Path):
 
 @pytest.mark.parametrize("where, text, expected", [
     ("tests/conftest.py", "open('../" + SIBLING + "/README.md')", ["../" + SIBLING]),
-    ("tests/conftest.py", "SHARED = REPO" + ".parent / 'x'", ["REPO.parent"]),
+    ("tests/conftest.py", "SHARED = REPO" + ".parent / 'x'", ["REPO" + ".parent"]),
     ("bench/plan.py", "see ../../outside/file", ["../../outside"]),
     ("bench/plan.py", "see ../cli/main.py", []),
     ("tests/runtime/test_names.py", "Digest('../../../../etc/passwd')", []),
     ("README.md", "see ../neighbour", ["../neighbour"]),
-    ("tests/conftest.py", "Path(__file__).resolve().parents[1]", ["Path(__file__).resolve().parents[1]"]),
+    ("tests/conftest.py", "Path(__file__).resolve().parents[2]", ["Path(__file__).resolve().parents[2]"]),
     ("tests/cli/test_x.py", "Path(__file__).resolve().parents[2]", []),
     ("tests/conftest.py", "Path(__file__).resolve().parent.parent", []),
     ("tests/conftest.py", "Path(__file__).resolve().parent.parent.parent",

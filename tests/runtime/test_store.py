@@ -59,15 +59,17 @@ def sha(data: bytes) -> str:
 
 
 @pytest.mark.parametrize(
-    "env, root",
+    "env, under_home",
     [
-        ({"CORRAL_MODELS": "/srv/models"}, Path("/srv/models")),
-        ({"CORRAL_MODELS": "~/m"}, Path.home() / "m"),
-        ({"CORRAL_MODELS": ""}, Path.home() / ".corral" / "models"),
-        ({}, Path.home() / ".corral" / "models"),
+        ({"CORRAL_MODELS": "/srv/models"}, None),
+        ({"CORRAL_MODELS": "~/m"}, "m"),
+        ({"CORRAL_MODELS": ""}, ".corral/models"),
+        ({}, ".corral/models"),
     ],
 )
-def test_default_root(env, root):
+def test_default_root(env, under_home):
+    # Each test has a home of its own, so paths under it are known only when the test runs.
+    root = Path("/srv/models") if under_home is None else Path.home() / under_home
     assert Store.default(env).root == root
 
 
