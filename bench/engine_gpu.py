@@ -22,8 +22,8 @@ sys.path.insert(0, str(REPO))
 
 
 async def measure(spec, clients: int, tokens: int) -> float:
-    from corral.runtime.engine import Engine
-    from corral.runtime.requests import Final, GenerateRequest, Sampling
+    from corral.engine.process import Engine
+    from corral.engine.requests import Final, GenerateRequest, Sampling
 
     engine = Engine(spec, n_slots=max(clients, 1))
     await engine.start()
@@ -53,7 +53,7 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=128)
     args = ap.parse_args()
     from corral.compiler.compile import CompileOptions, compile_definition
-    from corral.compiler.gpus import NvmlProbe
+    from corral.machine.gpus import NvmlProbe
     from corral.compiler.resolve import NoModels
     from corral.dsl import parse_modelfile
 

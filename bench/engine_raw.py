@@ -36,7 +36,7 @@ def prompt(i: int) -> str:
 
 def probe_repack() -> bool:
     """Whether llama.cpp's repacked CPU weights work here: an Engine finds out (see engine.py)."""
-    from corral.runtime.engine import Engine
+    from corral.engine.process import Engine
     from tests.runtime.specs import runtime_spec
 
     async def start() -> None:
@@ -76,7 +76,7 @@ def llama_single(tokens: int, threads: int, extra_buffers: bool) -> float:
 
 def raw_batched(n_seq: int, tokens: int, threads: int, extra_buffers: bool) -> float:
     from corral.compiler.spec import LoadOptions
-    from corral.runtime.llama import Batch, Context, Model
+    from corral.engine.llama import Batch, Context, Model
 
     import llama_cpp
 
@@ -112,8 +112,8 @@ def raw_batched(n_seq: int, tokens: int, threads: int, extra_buffers: bool) -> f
 
 def engine_batched(n_seq: int, tokens: int, threads: int) -> tuple[float, int]:
     """(tokens/s after every stream's first token, fewest tokens any stream made)."""
-    from corral.runtime.engine import Engine
-    from corral.runtime.requests import Final, GenerateRequest, Sampling
+    from corral.engine.process import Engine
+    from corral.engine.requests import Final, GenerateRequest, Sampling
     from tests.runtime.specs import runtime_spec
 
     async def run() -> tuple[float, int]:

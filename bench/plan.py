@@ -22,8 +22,8 @@ import re
 import sys
 from pathlib import Path
 
-from corral.compiler.gguf_info import read_model_info
-from corral.compiler.gpus import GpuInventory
+from corral.compiler.gguf.info import read_model_info
+from corral.machine.gpus import GpuInventory
 from corral.compiler.plan import human_bytes, plan_memory
 
 BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size =\s+([\d.]+) MiB")

@@ -24,8 +24,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from corral.compiler.gguf_info import read_model_info
-from corral.compiler.gpus import NvmlProbe
+from corral.compiler.gguf.info import read_model_info
+from corral.machine.gpus import NvmlProbe
 from corral.compiler.plan import human_bytes, plan_memory
 
 BUFFER = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size =\s+([\d.]+) MiB")

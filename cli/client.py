@@ -24,8 +24,8 @@ from typing import Any, Iterator, Mapping, TypedDict
 
 import httpx
 
-from corral.dsl.errors import CorralError
-from corral.server.settings import DEFAULT_PORT, parse_host
+from corral.errors import CorralError
+from corral.config.settings import DEFAULT_PORT, parse_host
 
 CONNECT_TIMEOUT = 2.0  # seconds; a local server accepts at once
 PROBE_TIMEOUT = 0.5  # is_running(): a refused connection returns at once, this bounds the rest

@@ -9,9 +9,10 @@ from pathlib import Path
 from corral.cli import output
 from corral.compiler.compile import CompileOptions
 from corral.compiler.errors import CompileError
-from corral.compiler.gpus import NvmlProbe
-from corral.dsl.errors import CorralError, DefinitionError, Diagnostic
-from corral.runtime.store import Store
+from corral.machine.gpus import NvmlProbe
+from corral.errors import CorralError
+from corral.dsl.errors import DefinitionError, Diagnostic
+from corral.store.store import Store
 
 
 def store() -> Store:

@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 from corral.cli import output
-from corral.dsl import (CorralError, DefinitionError, FormatError, Parsed, format_modelfile,
-                        format_toml, load)
+from corral.errors import CorralError
+from corral.dsl import DefinitionError, FormatError, Parsed, format_modelfile, format_toml, load
 from corral.dsl.parameters import PARAMETERS
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2

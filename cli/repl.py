@@ -17,7 +17,7 @@ from corral.cli import output
 from corral.cli.client import Message
 from corral.cli.context import report
 from corral.cli.run import EXIT_OK, Session, render_stats, write
-from corral.dsl import CorralError
+from corral.errors import CorralError
 from corral.dsl import parameters as P
 from corral.dsl.errors import did_you_mean
 

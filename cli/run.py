@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Protocol
 from corral.cli import output
 from corral.cli.client import Client, Message
 from corral.cli.context import report
-from corral.dsl import CorralError
+from corral.errors import CorralError
 from corral.dsl.parameters import ParamValue
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -114,7 +114,7 @@ class LocalSession:
     def __init__(self, model: str, keep_alive: float | None):
         _show_runtime_warnings()
         from corral.cli.context import compile_options, store
-        from corral.runtime.models import Models
+        from corral.sources.stored import Models
         from corral.runtime.scheduler import Scheduler, SchedulerSettings
 
         self.model = model
@@ -132,8 +132,8 @@ class LocalSession:
 
     async def _chat(self, messages: list[Message], options: Options, format: str | None,
                     on_text: OnText) -> Stats:
-        from corral.compiler.prompt import chat_prompt
-        from corral.runtime.requests import Chunk, Final, GenerateRequest, Sampling
+        from corral.compiler.templates.prompt import chat_prompt
+        from corral.engine.requests import Chunk, Final, GenerateRequest, Sampling
 
         start = time.monotonic_ns()
         async with self.scheduler.use(self.model, self.keep_alive) as lease:
@@ -205,14 +205,14 @@ def open_session(model: str, keepalive: str | None) -> Session:
             raise
         return ServerSession(client, model, keepalive)
     client.close()
-    from corral.server.durations import parse_keep_alive
+    from corral.config.durations import parse_keep_alive
 
     return LocalSession(model, parse_keep_alive(keepalive))
 
 
 def run(args: argparse.Namespace) -> int:
     from corral.cli import repl
-    from corral.server.durations import DurationError, parse_keep_alive
+    from corral.config.durations import DurationError, parse_keep_alive
 
     try:
         parse_keep_alive(args.keepalive)
@@ -262,7 +262,7 @@ def write(text: str) -> None:
 
 def go_duration(ns: int) -> str:
     """Go's Duration.String() of nanoseconds ("1.234567s", "45.1ms"), as Ollama prints timings."""
-    from corral.server.durations import format_go_duration
+    from corral.config.durations import format_go_duration
 
     return format_go_duration(ns / 1e9)
 

@@ -12,8 +12,8 @@ from corral.cli import output
 from corral.cli.client import Client, RunningModel, parse_time
 from corral.cli.context import report
 from corral.compiler.plan import human_bytes
-from corral.dsl import CorralError
-from corral.runtime import names
+from corral.errors import CorralError
+from corral.store import names
 
 EXIT_OK, EXIT_ERROR = 0, 1
 FOREVER_AFTER_DAYS = 365 * 10  # an expiry this far out is a model kept loaded (keep_alive < 0)

@@ -53,7 +53,7 @@ def configure_logging() -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from corral.server.settings import Settings  # the server stack loads only for this command
+    from corral.config.settings import Settings  # the server stack loads only for this command
 
     try:
         overrides: dict = {"host": args.host} if args.host else {}

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.compiler.chat_template import compile_template, known_stops, recognise
-from corral.compiler.template_library import library_template
+from corral.compiler.templates.chat import compile_template, known_stops, recognise
+from corral.compiler.templates.library import library_template
 from corral.compiler.errors import GGUFError, WeightsError
-from corral.compiler.gguf_check import check_gguf
-from corral.compiler.gguf_info import ModelInfo, read_model_info
-from corral.compiler.gpus import GpuInventory
-from corral.compiler.host import available_memory
+from corral.compiler.gguf.check import check_gguf
+from corral.compiler.gguf.info import ModelInfo, read_model_info
+from corral.machine.gpus import GpuInventory
+from corral.machine.memory import available_memory
 from corral.compiler.plan import plan_memory
 from corral.compiler.resolve import (DIGEST, BaseModel, ModelResolver, expand, find_weights,
                                      looks_like_path, resolve_model, weights_ref)

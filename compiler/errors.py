@@ -15,7 +15,8 @@ optional hint, renders as `PATH:LINE:COL: error: MESSAGE` like the DSL's errors,
 
 from __future__ import annotations
 
-from corral.dsl.errors import CorralError, Diagnostic
+from corral.errors import CorralError
+from corral.dsl.errors import Diagnostic
 from corral.dsl.span import Span
 
 

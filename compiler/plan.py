@@ -37,8 +37,8 @@ from typing import Literal, Sequence
 from pydantic import BaseModel, ConfigDict
 
 from corral.compiler.errors import CompileError
-from corral.compiler.gguf_info import ModelInfo
-from corral.compiler.gpus import GpuDevice, GpuInventory
+from corral.compiler.gguf.info import ModelInfo
+from corral.machine.gpus import GpuDevice, GpuInventory
 
 MiB = 1 << 20
 GiB = 1 << 30

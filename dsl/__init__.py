@@ -5,7 +5,8 @@ validation, shared with toml_form) -> ir. `format` and `toml_form` write the IR 
 """
 
 from corral.dsl.build import Parsed
-from corral.dsl.errors import CorralError, DefinitionError, Diagnostic, FormatError, Severity
+from corral.errors import CorralError
+from corral.dsl.errors import DefinitionError, Diagnostic, FormatError, Severity
 from corral.dsl.format import format_modelfile
 from corral.dsl.ir import Message, ModelDefinition, Parameter, Text
 from corral.dsl.load import load, parse_text, syntax_of

@@ -2,7 +2,7 @@
 
 Exception tree (every user-input error of Corral derives from CorralError):
 
-    CorralError
+    CorralError                (corral.errors)
      +-- DefinitionError       a Modelfile or TOML definition is invalid; holds every Diagnostic found
      +-- FormatError           an IR value cannot be written in the requested syntax
 
@@ -24,6 +24,7 @@ from enum import Enum
 from typing import Iterable, Sequence
 
 from corral.dsl.span import Span
+from corral.errors import CorralError
 
 
 class Severity(str, Enum):
@@ -65,22 +66,6 @@ class Diagnostic:
         width = min(width, max(1, len(text) - self.span.column + 1))
         marker = " " * (self.span.column - 1) + "^" + "~" * (width - 1)
         return f"  {number} | {text}\n  {pad} | {marker}"
-
-
-class CorralError(Exception):
-    """Base of every error Corral reports to a user: what went wrong, and what to do about it."""
-
-    def __init__(self, message: str = "", hint: str | None = None):
-        self.message = message
-        self.hint = hint
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (type(self), (self.message, self.hint))
-
-    def render(self) -> str:
-        """`error: MESSAGE`, then `hint: HINT` when there is one (the form the CLI prints)."""
-        return f"error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
 
 
 class DefinitionError(CorralError):

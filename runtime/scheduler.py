@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator, Callable, Protocol
 
-from corral.compiler.host import available_memory
+from corral.machine.memory import available_memory
 from corral.compiler.spec import RuntimeSpec
-from corral.runtime.errors import ServerBusyError
+from corral.engine.errors import ServerBusyError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ EngineFactory = Callable[[RuntimeSpec], EngineLike]
 
 
 def _default_factory(spec: RuntimeSpec) -> EngineLike:
-    from corral.runtime.engine import Engine  # the worker machinery loads only when needed
+    from corral.engine.process import Engine  # the worker machinery loads only when needed
 
     return Engine(spec)
 

@@ -23,7 +23,7 @@ from sanic.response import HTTPResponse, empty, text
 
 from corral.server import ollama_api, openai_api
 from corral.server.errors import render_any
-from corral.server.settings import Settings
+from corral.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ class AppContext:
 
     settings: Settings
     scheduler: Any = None  # corral.runtime.scheduler.Scheduler, or a test double
-    models: Any = None  # corral.runtime.models.Models (the ModelSource)
-    store: Any = None  # corral.runtime.store.Store
-    library: Any = None  # corral.runtime.library.Library when a library folder is served
+    models: Any = None  # corral.sources.stored.Models (the ModelSource)
+    store: Any = None  # corral.store.store.Store
+    library: Any = None  # corral.sources.library.Library when a library folder is served
     watch_task: Any = None  # the library watcher (asyncio.Task)
     watch_stop: Any = None  # asyncio.Event that ends it
     origin_patterns: tuple[re.Pattern[str], ...] = field(default=())
@@ -86,20 +86,20 @@ def build_defaults(ctx: AppContext) -> None:
     """Fill in the store, model source and scheduler the caller did not provide."""
     settings = ctx.settings
     if ctx.store is None:
-        from corral.runtime.store import Store
+        from corral.store.store import Store
 
         ctx.store = Store(settings.models)
     if ctx.models is None:
         from corral.compiler.compile import CompileOptions
-        from corral.compiler.gpus import NvmlProbe
-        from corral.runtime.models import Models
+        from corral.machine.gpus import NvmlProbe
+        from corral.sources.stored import Models
 
         options = CompileOptions(inventory=NvmlProbe().read(), num_parallel=settings.num_parallel)
         ctx.models = Models(ctx.store, options)
         if settings.library is not None:
-            from corral.runtime.catalog import Catalog
-            from corral.runtime.create import StoreResolver
-            from corral.runtime.library import Library
+            from corral.sources.catalog import Catalog
+            from corral.store.create import StoreResolver
+            from corral.sources.library import Library
 
             ctx.library = Library(settings.library, options, StoreResolver(ctx.store))
             ctx.library.sync()  # compile everything once before the first request

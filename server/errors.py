@@ -2,7 +2,7 @@
 
 Exception tree of the server's own errors (the rest come from the layers below):
 
-    CorralError                        (corral.dsl.errors)
+    CorralError                        (corral.errors)
      +-- ApiError                      a request the server refuses before reaching the runtime (400)
           +-- BadRequestError          malformed body or a field with a bad value          (400)
           +-- UnsupportedError         the model lacks a capability the request needs       (400)
@@ -11,7 +11,7 @@ Exception tree of the server's own errors (the rest come from the layers below):
 What each error answers (`status_of`):
 
 * anything with an `http_status` class attribute: that status (StoreError and EngineError
-  subclasses in corral.runtime.errors, ApiError here);
+  subclasses in corral.store.errors and corral.engine.errors, ApiError here);
 * CompileError and DefinitionError (a stored model or definition that cannot compile): 400;
 * Sanic's own exceptions (unknown route, wrong method, oversized body): their status;
 * anything else is a bug: 500, logged with its traceback.
@@ -31,8 +31,9 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json as json_response
 
 from corral.compiler.errors import CompileError
-from corral.dsl.errors import CorralError, DefinitionError
-from corral.runtime.errors import ServerBusyError
+from corral.errors import CorralError
+from corral.dsl.errors import DefinitionError
+from corral.engine.errors import ServerBusyError
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 from corral.compiler.spec import RuntimeSpec
 from corral.dsl.parameters import LOAD_TIME
-from corral.runtime.errors import EngineError
-from corral.runtime.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling
+from corral.engine.errors import EngineError
+from corral.engine.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling
 from corral.server.errors import BadRequestError, UnsupportedError
 from corral.server.structured import format_grammar, tool_call_grammar
 from corral.server.tools import (ToolCall, ToolStream, functions, messages_without_tools,
@@ -121,7 +121,7 @@ def _check_images(spec: RuntimeSpec, images: list[str] | None) -> None:
 
 
 def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
-    from corral.compiler.prompt import chat_prompt
+    from corral.compiler.templates.prompt import chat_prompt
 
     _check_think(spec, chat.think)
     for message in chat.messages:
@@ -163,7 +163,7 @@ def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -
 
 
 def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
-    from corral.compiler.prompt import generate_prompt
+    from corral.compiler.templates.prompt import generate_prompt
 
     _check_think(spec, gen.think)
     _check_images(spec, gen.images)

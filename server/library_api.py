@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json as json_response
 
-from corral.runtime.library import Change, Entry
+from corral.sources.library import Change, Entry
 from corral.server.errors import BadRequestError
 from corral.server.library_watch import sync
 from corral.server.schemas import parse_body
@@ -73,9 +73,9 @@ async def apply(request: Request) -> HTTPResponse:
 
 def ensure_library(app: Any, root: Path):
     """The app's library, made on the spot (over the store's models) when it serves none yet."""
-    from corral.runtime.catalog import Catalog
-    from corral.runtime.create import StoreResolver
-    from corral.runtime.library import Library
+    from corral.sources.catalog import Catalog
+    from corral.store.create import StoreResolver
+    from corral.sources.library import Library
 
     ctx = app.ctx
     if getattr(ctx, "library", None) is None:

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from corral.runtime.library import Change, Library, discover
+from corral.sources.library import Change, Library, discover
 
 log = logging.getLogger(__name__)
 

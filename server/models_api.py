@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json as json_response
 
-from corral.runtime.names import parse_digest
+from corral.store.names import parse_digest
 from corral.server.errors import BadRequestError, NotImplementedByCorral, native_body
 from corral.server.schemas import CopyBody, CreateBody, DeleteBody, ShowBody, parse_body
 from corral.server.streaming import NDJSON, LazyStream, ndjson_line, pump, rfc3339nano
@@ -138,7 +138,7 @@ async def create(request: Request) -> HTTPResponse | None:
 
 async def _create_progress(ctx: Any, name: str, fields: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     """Run the runtime's create in a thread, yielding its progress as Ollama status objects."""
-    from corral.runtime.create import create_from_request
+    from corral.store.create import create_from_request
 
     loop = asyncio.get_running_loop()
     updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -167,7 +167,7 @@ async def _create_progress(ctx: Any, name: str, fields: dict[str, Any]) -> Async
 
 
 async def copy(request: Request) -> HTTPResponse:
-    from corral.runtime.create import copy_model
+    from corral.store.create import copy_model
 
     body = parse_body(request.body, CopyBody)
     await asyncio.to_thread(copy_model, request.app.ctx.store, body.source, body.destination)
@@ -175,7 +175,7 @@ async def copy(request: Request) -> HTTPResponse:
 
 
 async def delete(request: Request) -> HTTPResponse:
-    from corral.runtime.create import delete_models
+    from corral.store.create import delete_models
 
     body = parse_body(request.body, DeleteBody)
     await asyncio.to_thread(delete_models, request.app.ctx.store, [body.model])
@@ -185,7 +185,7 @@ async def delete(request: Request) -> HTTPResponse:
 async def blob_exists(request: Request, digest: str) -> HTTPResponse:
     parsed = parse_digest(digest)
     if not await asyncio.to_thread(request.app.ctx.store.has_blob, parsed):
-        from corral.runtime.errors import BlobNotFoundError
+        from corral.store.errors import BlobNotFoundError
 
         raise BlobNotFoundError(digest)
     return empty(status=200)

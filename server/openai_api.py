@@ -221,7 +221,7 @@ async def embeddings(request: Request) -> HTTPResponse:
 
 
 def _model_object(model_id: str, modified_at: Any) -> dict[str, Any]:
-    from corral.runtime.names import parse_bare
+    from corral.store.names import parse_bare
 
     owner = parse_bare(model_id).namespace or "library"
     return {"id": model_id, "object": "model", "created": int(modified_at.timestamp()), "owned_by": owner}

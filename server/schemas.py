@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic_core import PydanticCustomError
 
 from corral.dsl.parameters import DEPRECATED, PARAMETERS, ParamValueError, coerce
-from corral.server.durations import DurationError, parse_keep_alive
+from corral.config.durations import DurationError, parse_keep_alive
 from corral.server.errors import BadRequestError
 
 log = logging.getLogger(__name__)

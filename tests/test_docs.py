@@ -43,7 +43,7 @@ def test_ci_runs_the_readme_demo_then_the_test_command():
 
 
 def test_every_server_setting_is_documented():
-    from corral.server.settings import Settings
+    from corral.config.settings import Settings
 
     for name in Settings.model_fields:
         assert f"`CORRAL_{name.upper()}`" in README, name

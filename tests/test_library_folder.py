@@ -8,10 +8,10 @@ import pytest
 
 from corral.cli.main import main
 from corral.compiler.compile import CompileOptions, compile_definition
-from corral.compiler.gpus import GpuInventory
+from corral.machine.gpus import GpuInventory
 from corral.compiler.resolve import NoModels
 from corral.dsl import load
-from corral.runtime.library import discover
+from corral.sources.library import discover
 
 LIBRARY = Path(__file__).resolve().parent.parent / "library"
 DEFINITIONS = discover(LIBRARY)

@@ -29,7 +29,7 @@ from corral.cli import demo
 from corral.cli.client import Client, ClientError, NotFoundError, ServerError, ServerUnreachableError, base_url
 from corral.cli.run import Stats, render_stats
 from corral.cli.running import processor, until
-from corral.runtime.store import Store
+from corral.store.store import Store
 from tests.sealed import free_port, sealed_environment
 
 model = pytest.mark.model  # the tests that run SmolLM2

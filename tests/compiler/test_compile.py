@@ -9,7 +9,7 @@ import pytest
 
 from corral.compiler.compile import CompileOptions, compile_definition
 from corral.compiler.errors import GGUFError, TemplateError, UnknownModelError, WeightsError
-from corral.compiler.gpus import GpuInventory
+from corral.machine.gpus import GpuInventory
 from corral.compiler.resolve import BaseModel, NoModels, weights_ref
 from corral.compiler.spec import ChatMessage
 from corral.dsl import parse_modelfile
@@ -158,7 +158,7 @@ def test_gemma3_without_a_gguf_template_gets_ollamas_gemma3_template(gemma3_gguf
     spec = compile_text(f"FROM {gemma3_gguf}", tmp_path)
     assert (spec.template.kind, spec.template.name, spec.template.origin) == ("go", "gemma3-instruct", "default")
     assert "<end_of_turn>" in spec.stop
-    from corral.compiler.prompt import chat_prompt
+    from corral.compiler.templates.prompt import chat_prompt
 
     assert chat_prompt(spec, [{"role": "user", "content": "Hi"}]) == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n\n"  # byte-exact as Ollama
 

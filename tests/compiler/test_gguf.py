@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corral.compiler.errors import GGUFError, WeightsError
-from corral.compiler.gguf_check import check_gguf
-from corral.compiler.gguf_info import parameter_size_label, quantization_label, read_model_info
+from corral.compiler.gguf.check import check_gguf
+from corral.compiler.gguf.info import parameter_size_label, quantization_label, read_model_info
 from tests import ggufs
 from tests.ggufs import CHATML, TinyLlama, kv, kv_str, kv_u32, minimal_kvs, raw_gguf, tensor_info, write_tiny_llama
 

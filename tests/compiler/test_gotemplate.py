@@ -10,13 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.compiler import gotemplate_values as values
-from corral.compiler.chat_template import compile_template
+from corral.compiler.gotemplate import values
+from corral.compiler.templates.chat import compile_template
 from corral.compiler.errors import TemplateError
 from corral.compiler.gotemplate import translate
-from corral.compiler.gotemplate_fmt import float_v, sprintf
-from corral.compiler.gotemplate_values import json_float
-from corral.compiler.template_sandbox import compile_jinja, go_environment, render_jinja
+from corral.compiler.gotemplate.fmt import float_v, sprintf
+from corral.compiler.gotemplate.values import json_float
+from corral.compiler.templates.sandbox import compile_jinja, go_environment, render_jinja
 from corral.dsl.span import Span
 
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.compiler.errors import CompileError
-from corral.compiler.gguf_info import ModelInfo, read_model_info
-from corral.compiler.gpus import GpuDevice, GpuInventory, NvmlProbe, StaticProbe
+from corral.compiler.gguf.info import ModelInfo, read_model_info
+from corral.machine.gpus import GpuDevice, GpuInventory, NvmlProbe, StaticProbe
 from corral.compiler.plan import GPU_RESERVE_BYTES, MemoryPlan, human_bytes, plan_memory
 
 MiB, GiB = 1 << 20, 1 << 30

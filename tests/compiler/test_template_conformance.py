@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.compiler.chat_template import ChatTemplate, compile_template, detect_kind, known_stops, recognise
+from corral.compiler.templates.chat import ChatTemplate, compile_template, detect_kind, known_stops, recognise
 from corral.compiler.errors import TemplateError
-from corral.compiler.template_library import levenshtein, library_names, library_template
+from corral.compiler.templates.library import levenshtein, library_names, library_template
 from corral.dsl.span import Span
 
 GO_TEMPLATES = library_names()  # the package's copy of Ollama's template folder
@@ -33,7 +33,7 @@ CASES = {
 
 def test_package_ships_ollamas_templates(conformance: Path) -> None:
     corpus = sorted(p.name for p in (conformance / "templates").iterdir())
-    packaged = resources.files("corral.compiler") / "ollama_templates"
+    packaged = resources.files("corral.compiler.templates") / "ollama"
     assert len(GO_TEMPLATES) == 20
     for name in corpus:
         assert (packaged / name).read_bytes() == (conformance / "templates" / name).read_bytes(), name

@@ -12,7 +12,8 @@ import pytest
 
 from corral.compiler.plan import MemoryPlan
 from corral.compiler.spec import (LoadOptions, ModelSummary, RuntimeSpec, TemplateSpec, WeightsRef)
-from corral.runtime.errors import ModelNotFoundError, ServerBusyError
+from corral.store.errors import ModelNotFoundError
+from corral.engine.errors import ServerBusyError
 from corral.runtime.scheduler import Scheduler, SchedulerSettings
 
 

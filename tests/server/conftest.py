@@ -10,7 +10,7 @@ import pytest
 from sanic import Sanic
 
 from corral.server.app import create_app
-from corral.server.settings import Settings
+from corral.config.settings import Settings
 from tests.server.fakes import CHATML_TOOLS, FakeEngine, FakeModels, FakeScheduler, make_spec
 from tests.server.live import LiveServer
 

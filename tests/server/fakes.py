@@ -15,9 +15,9 @@ from typing import Any, AsyncIterator
 
 from corral.compiler.plan import MemoryPlan
 from corral.compiler.spec import LoadOptions, ModelSummary, RuntimeSpec, TemplateSpec, WeightsRef
-from corral.runtime.errors import ModelNotFoundError
-from corral.runtime.models import ModelListing, ShowInfo, details_of
-from corral.runtime.requests import Chunk, EmbedRequest, Embeddings, Final, GenerateRequest
+from corral.store.errors import ModelNotFoundError
+from corral.sources.stored import ModelListing, ShowInfo, details_of
+from corral.engine.requests import Chunk, EmbedRequest, Embeddings, Final, GenerateRequest
 from corral.runtime.scheduler import Lease, RunningModel
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "

@@ -18,14 +18,14 @@ import ollama
 import openai
 import pytest
 
-import corral.runtime.create
+import corral.store.create
 from corral.compiler.compile import CompileOptions
-from corral.compiler.gpus import GpuInventory
+from corral.machine.gpus import GpuInventory
 from corral.dsl import parse_modelfile
-from corral.runtime.create import create_model
-from corral.runtime.store import Store
+from corral.store.create import create_model
+from corral.store.store import Store
 from corral.server.app import create_app
-from corral.server.settings import Settings
+from corral.config.settings import Settings
 from tests.server.live import LiveServer
 
 pytestmark = pytest.mark.model
@@ -198,8 +198,8 @@ def test_tags_show_ps(native):
     assert [m.model for m in running] == ["smol:latest"] and running[0].size > 0
 
 
-@pytest.mark.skipif(not hasattr(corral.runtime.create, "create_from_request"),
-                    reason="corral.runtime.create.create_from_request is not written yet")
+@pytest.mark.skipif(not hasattr(corral.store.create, "create_from_request"),
+                    reason="corral.store.create.create_from_request is not written yet")
 def test_create_through_the_api(native, smollm2_gguf):
     digest = native.create_blob(smollm2_gguf)
     statuses = [p.status for p in native.create(model="smol-copy", files={"smol.gguf": digest},

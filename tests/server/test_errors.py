@@ -7,17 +7,18 @@ import inspect
 import httpx
 import pytest
 
-import corral.runtime.create
+import corral.store.create
 from corral.compiler import errors as compiler_errors
 from corral.compiler.errors import CompileError, TemplateError
-from corral.dsl.errors import CorralError
-from corral.runtime import errors as runtime_errors
-from corral.runtime.errors import (ContextOverflowError, EngineError, InvalidNameError, ModelNotFoundError,
-                                   ServerBusyError, WorkerCrashedError)
+from corral.errors import CorralError
+from corral.engine import errors as engine_errors
+from corral.store import errors as store_errors
+from corral.engine.errors import ContextOverflowError, EngineError, ServerBusyError, WorkerCrashedError
+from corral.store.errors import InvalidNameError, ModelNotFoundError
 from corral.server import errors as server_errors
 from corral.server.app import create_app
 from corral.server.errors import status_of
-from corral.server.settings import Settings
+from corral.config.settings import Settings
 from tests.server.fakes import Broken
 from tests.server.live import LiveServer
 
@@ -69,7 +70,7 @@ def broken(request, tmp_path_factory):
     dep = Broken(error)
     app = create_app(Settings(models=tmp_path_factory.mktemp("models")), scheduler=dep, models=dep, store=dep)
     patch = pytest.MonkeyPatch()
-    patch.setattr(corral.runtime.create, "create_from_request", dep.create_from_request, raising=False)
+    patch.setattr(corral.store.create, "create_from_request", dep.create_from_request, raising=False)
     with LiveServer(app) as server:
         yield server, status, message
     patch.undo()
@@ -129,7 +130,7 @@ def test_unknown_routes_and_methods(fake):
 
 
 def _error_classes():
-    for module in (runtime_errors, compiler_errors, server_errors):
+    for module in (store_errors, engine_errors, compiler_errors, server_errors):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, CorralError) and cls.__module__ == module.__name__:
                 yield cls

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from corral.server.app import create_app
-from corral.server.settings import Settings
+from corral.config.settings import Settings
 from tests.server.live import LiveServer
 
 SMOL = "FROM ./smol.gguf\nPARAMETER temperature 0\nPARAMETER num_predict {n}\nPARAMETER num_ctx {ctx}\n"

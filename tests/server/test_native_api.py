@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-import corral.runtime.create
-from corral.runtime.errors import EngineError
-from corral.server.durations import FOREVER
+import corral.store.create
+from corral.engine.errors import EngineError
+from corral.config.durations import FOREVER
 from corral.server.structured import json_grammar
 
 RFC3339NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
@@ -276,7 +276,7 @@ def test_create_streams_progress(fake, monkeypatch):
         progress("success")
         return "ab" * 32
 
-    monkeypatch.setattr(corral.runtime.create, "create_from_request", create_from_request, raising=False)
+    monkeypatch.setattr(corral.store.create, "create_from_request", create_from_request, raising=False)
     body = {"model": "mine", "from": "smol", "system": "Be brief.", "parameters": {"temperature": 0.1}}
     statuses = [line["status"] for line in lines(fake.client.post("/api/create", json=body))]
     assert statuses == ["parsing GGUF", "using existing layer sha256:abc", "writing manifest", "success"]

@@ -1,0 +1,157 @@
+"""Server settings, read once from `CORRAL_*` environment variables.
+
+Each field mirrors one of Ollama's `OLLAMA_*` variables (same meaning, same default) unless its
+description says otherwise. `create_app` receives a `Settings` and never reads the environment
+itself, so tests build settings directly: `Settings(models=tmp_path, keep_alive="0")`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from corral.config.durations import DurationError, parse_env_duration
+
+DEFAULT_PORT = 11434
+
+# Origins a browser page may call from without configuration (Ollama's list).
+DEFAULT_ORIGINS: tuple[str, ...] = (
+    "http://localhost", "https://localhost", "http://localhost:*", "https://localhost:*",
+    "http://127.0.0.1", "https://127.0.0.1", "http://127.0.0.1:*", "https://127.0.0.1:*",
+    "http://0.0.0.0", "https://0.0.0.0", "http://0.0.0.0:*", "https://0.0.0.0:*",
+    "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*",
+)
+
+_HOST = re.compile(r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<rest>[^/]*)(?P<path>/.*)?$")
+
+
+def _default_models() -> Path:
+    return Path.home() / ".corral" / "models"
+
+
+def parse_host(text: str) -> tuple[str, int]:
+    """`(host, port)` from `[scheme://]host[:port][/path]`, by OLLAMA_HOST's rules.
+
+    No host means 127.0.0.1; no port means 11434, or 80 / 443 after an explicit http:// / https://;
+    IPv6 addresses are written in brackets (`[::1]:8080`). Unlike Ollama, a port that is not a
+    number from 0 to 65535 is an error rather than a silent fall-back to the default.
+    """
+    text = text.strip().strip("\"'")
+    match = _HOST.match(text)
+    if match is None:
+        raise ValueError(f"cannot read {text!r} as [scheme://]host[:port]")
+    scheme = (match.group("scheme") or "").lower()
+    rest = match.group("rest")
+    port_text = ""
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            raise ValueError(f"unclosed '[' in host {text!r}")
+        host, after = rest[1:end], rest[end + 1:]
+        if after and not after.startswith(":"):
+            raise ValueError(f"unexpected {after!r} after the address in {text!r}")
+        port_text = after[1:]
+    elif rest.count(":") == 1:
+        host, port_text = rest.split(":")
+    else:
+        host = rest  # a bare name, or an IPv6 address without brackets (no port then)
+    host = host or "127.0.0.1"
+    if port_text == "":
+        port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT)
+    elif port_text.isdigit() and int(port_text) <= 65535:
+        port = int(port_text)
+    else:
+        raise ValueError(f"the port {port_text!r} in {text!r} is not a number from 0 to 65535")
+    return host, port
+
+
+class Settings(BaseSettings):
+    """Everything `corral serve` can be told, with Ollama's defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", validate_default=True)
+
+    host: str = Field(
+        default=f"127.0.0.1:{DEFAULT_PORT}",
+        description="Address to listen on (CORRAL_HOST): `HOST`, `HOST:PORT`, `:PORT` or `http://HOST:PORT`. "
+        "Stored normalized as `HOST:PORT`.",
+    )
+    models: Path = Field(
+        default_factory=_default_models,
+        description="The model store folder (CORRAL_MODELS), laid out like Ollama's `~/.ollama/models`; "
+        "default `~/.corral/models`.",
+    )
+    keep_alive: str = Field(
+        default="5m",
+        description="How long a model stays loaded after its last request (CORRAL_KEEP_ALIVE): a Go duration "
+        "such as `5m` or `1h30m`, or whole seconds; negative keeps models loaded, `0` unloads after each "
+        "request. A request's `keep_alive` overrides it.",
+    )
+    max_loaded_models: int = Field(
+        default=3, ge=1,
+        description="How many models may be loaded at once (CORRAL_MAX_LOADED_MODELS); the least recently "
+        "used idle model is unloaded to make room.",
+    )
+    num_parallel: int = Field(
+        default=0, ge=0, le=256,
+        description="Requests one loaded model serves at the same time (CORRAL_NUM_PARALLEL); each gets "
+        "its own slot of the context. 0 (the default) takes as many as the memory plan allows, up to 4.",
+    )
+    max_queue: int = Field(
+        default=512, ge=0,
+        description="Requests that may wait for a busy model (CORRAL_MAX_QUEUE); beyond it the server "
+        "answers 503 with Retry-After.",
+    )
+    library: Path | None = Field(
+        default=None,
+        description="A folder of model definition files served beside the store (CORRAL_LIBRARY); "
+        "unset serves the store only.",
+    )
+    origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra browser origins allowed by CORS (CORRAL_ORIGINS, comma-separated, `*` "
+        "wildcards); localhost, 127.0.0.1, 0.0.0.0 and app://, file://, tauri://, vscode-webview:// "
+        "and vscode-file:// origins are always allowed.",
+    )
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _normalize_host(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        host, port = parse_host(value)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _check_keep_alive(cls, value: str) -> str:
+        try:
+            parse_env_duration(value)
+        except DurationError as e:
+            raise ValueError(str(e)) from None
+        return value.strip().strip("\"'")
+
+    @field_validator("origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @property
+    def bind(self) -> tuple[str, int]:
+        """`(host, port)` to listen on."""
+        return parse_host(self.host)
+
+    @property
+    def keep_alive_seconds(self) -> float:
+        """`keep_alive` in seconds (negative: forever)."""
+        return parse_env_duration(self.keep_alive)
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """The origin patterns CORS accepts: the user's, then Ollama's defaults."""
+        return tuple(self.origins) + DEFAULT_ORIGINS

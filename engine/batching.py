@@ -1,0 +1,372 @@
+"""The step loop inside a model's worker: continuous batching over N sequence slots.
+
+Each `step()` builds one llama_batch and runs one llama_decode for every request in flight:
+
+1. Queued requests take free slots. A new request goes to the free slot whose cached tokens share
+   the longest prefix with its prompt, and only the rest of the prompt is evaluated (the slot's KV
+   past that prefix is dropped with llama_memory_seq_rm).
+2. Every generating slot adds its last sampled token first, so generation never waits.
+3. Prompts fill the rest of the batch (`n_batch` minus the generating slots) in arrival order: a
+   long prompt is evaluated in chunks over several steps while the others keep streaming.
+4. After the decode, each slot whose logits came out samples its next token at its own batch
+   index; text goes through the slot's UTF-8 decoder and stop matcher, and a request ends on an
+   end-of-generation token or a stop string ("stop"), or on num_predict or the slot's context
+   limit ("length").
+
+Embedding requests are batched the same way on a separate embeddings context: several inputs in
+one decode, one sequence id each. A cancelled request leaves its slot at once; the tokens already
+in the slot's KV stay there for prefix reuse, like those of a finished request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+from corral.engine.errors import EngineInputError
+from corral.engine.llama import Batch, Context, Model
+from corral.engine.requests import Chunk, Embeddings, EmbedRequest, Failure, Final, GenerateRequest
+from corral.engine.sampling import SlotSampler, check_grammar, penalty_window
+from corral.engine.stops import StopMatcher, Utf8Decoder
+
+log = logging.getLogger(__name__)
+
+Outbound = Union[Chunk, Final, Embeddings, Failure]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def overflow_message(what: str, n_tokens: int, limit: int) -> str:
+    return f"{what} is {n_tokens} tokens, more than the context window of {limit} tokens (num_ctx)"
+
+
+@dataclass
+class _Job:
+    """A generate request in a slot."""
+
+    req: GenerateRequest
+    prompt: list[int]
+    sampler: SlotSampler
+    order: int
+    reused: int
+    limit: int | None  # num_predict, None for "until a stop or the context is full"
+    stops: StopMatcher = field(init=False)
+    decoder: Utf8Decoder = field(default_factory=Utf8Decoder)
+    generating: bool = False
+    last: int = -1  # the sampled token that the next step decodes
+    chunk: list[int] = field(default_factory=list)  # this step's tokens in the batch
+    index: int = -1  # batch index of this step's logits, -1 when none
+    n_out: int = 0
+    prompt_ns: int = 0
+    eval_ns: int = 0
+
+    def __post_init__(self) -> None:
+        self.stops = StopMatcher(self.req.stop)
+
+
+@dataclass
+class _Slot:
+    seq: int
+    cached: list[int] = field(default_factory=list)  # exactly the tokens in this sequence's KV
+    job: _Job | None = None
+    last_used: int = 0
+
+
+class Scheduler:
+    """Slots, admission and the per-step batch for generation; embeddings via `EmbedBatcher`."""
+
+    def __init__(self, model: Model, ctx: Context, *, n_slots: int, slot_ctx: int,
+                 embedder: "EmbedBatcher") -> None:
+        self.model = model
+        self.ctx = ctx
+        self.slot_ctx = slot_ctx
+        self.embedder = embedder
+        self._slots = [_Slot(seq=i) for i in range(n_slots)]
+        self._queue: deque[tuple[GenerateRequest, list[int]]] = deque()
+        self._batch = Batch(ctx.n_batch)
+        self._out: list[Outbound] = []
+        self._counter = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a step would do any work."""
+        return bool(self._queue or self._out or self.embedder.busy
+                    or any(s.job for s in self._slots))
+
+    def submit(self, req: GenerateRequest) -> None:
+        """Queue a request; a prompt that cannot run fails at once (on the next step's output)."""
+        try:
+            tokens = self._prompt_tokens(req)
+            if req.grammar:
+                check_grammar(self.model, req.grammar)
+        except EngineInputError as e:
+            self._out.append(Failure(req.id, "input", e.message))
+            return
+        if len(tokens) > self.slot_ctx:
+            self._out.append(Failure(req.id, "context", overflow_message("the prompt", len(tokens), self.slot_ctx)))
+            return
+        self._queue.append((req, tokens))
+
+    def submit_embed(self, req: EmbedRequest) -> None:
+        self._out.extend(self.embedder.submit(req))
+
+    def _prompt_tokens(self, req: GenerateRequest) -> list[int]:
+        # The prompt was rendered by a chat template, so control-token text in it is meant.
+        tokens = self.model.tokenize(req.prompt, add_special=False, parse_special=True)
+        if req.add_bos and self.model.add_bos and (not tokens or tokens[0] != self.model.bos):
+            tokens.insert(0, self.model.bos)
+        if not tokens:
+            raise EngineInputError("the prompt is empty")
+        return tokens
+
+    def cancel(self, request_id: str) -> None:
+        """Forget a request: out of the queue, or out of its slot (its sampler freed) right away."""
+        self._queue = deque(q for q in self._queue if q[0].id != request_id)
+        for slot in self._slots:
+            if slot.job and slot.job.req.id == request_id:
+                self._release(slot)
+        self.embedder.cancel(request_id)
+
+    def step(self) -> list[Outbound]:
+        """Admit, decode once, sample; returns the messages for the parent, in order."""
+        out, self._out = self._out, []
+        self._admit(out)
+        self._generate(out)
+        if self.embedder.busy:
+            self.embedder.step(out)
+        return out
+
+    def close(self) -> None:
+        for slot in self._slots:
+            if slot.job:
+                self._release(slot)
+        self._batch.close()
+        self.embedder.close()
+
+    # -- admission -----------------------------------------------------------------------------
+
+    def _admit(self, out: list[Outbound]) -> None:
+        while self._queue:
+            free = [s for s in self._slots if s.job is None]
+            if not free:
+                return
+            req, tokens = self._queue.popleft()
+            # The longest shared prefix wins; among equals, the least recently used slot, so
+            # recent conversations keep their cache.
+            slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
+            # At least one prompt token must be decoded to produce logits.
+            reuse = min(common_prefix(slot.cached, tokens), len(tokens) - 1)
+            if reuse < len(slot.cached):
+                if not self.ctx.seq_rm(slot.seq, reuse, -1):  # recurrent models cannot cut
+                    self.ctx.seq_rm(slot.seq, -1, -1)
+                    reuse = 0
+                del slot.cached[reuse:]
+            try:
+                sampler = SlotSampler(self.model, req.sampling, req.grammar, n_ctx=self.slot_ctx)
+            except EngineInputError as e:
+                out.append(Failure(req.id, "input", e.message))
+                continue
+            window = penalty_window(req.sampling, self.slot_ctx)
+            sampler.accept_prompt(tokens[max(0, len(tokens) - window):] if window else [])
+            limit = req.sampling.num_predict if req.sampling.num_predict > 0 else None
+            self._counter += 1
+            slot.job = _Job(req, tokens, sampler, order=self._counter, reused=reuse, limit=limit)
+
+    # -- one decode ----------------------------------------------------------------------------
+
+    def _generate(self, out: list[Outbound]) -> None:
+        running = [s for s in self._slots if s.job]
+        if not running:
+            return
+        batch = self._batch
+        batch.clear()
+        for slot in running:  # generating slots first: one token each, every step
+            job = slot.job
+            if job.generating:
+                job.chunk = [job.last]
+                job.index = batch.add(job.chunk, len(slot.cached), slot.seq)
+        for slot in sorted((s for s in running if not s.job.generating), key=lambda s: s.job.order):
+            job = slot.job
+            job.chunk, job.index = [], -1
+            if batch.room == 0:
+                continue
+            fed = len(slot.cached)
+            job.chunk = job.prompt[fed: fed + batch.room]
+            finishing = fed + len(job.chunk) == len(job.prompt)
+            index = batch.add(job.chunk, fed, slot.seq, output="last" if finishing else "none")
+            job.index = index if finishing else -1
+
+        started = time.monotonic_ns()
+        rc = self.ctx.decode(batch)
+        if rc != 0:
+            self._fail_batch(running, rc, out)
+            return
+        decoded = time.monotonic_ns() - started
+        for slot in running:
+            job = slot.job
+            if not job.chunk:
+                continue
+            slot.cached.extend(job.chunk)
+            if job.generating:
+                job.eval_ns += decoded
+            else:
+                job.prompt_ns += decoded
+        for slot in running:
+            job = slot.job
+            if job.index < 0:
+                continue
+            t0 = time.monotonic_ns()
+            token = job.sampler.sample(self.ctx, job.index)
+            job.index = -1
+            job.eval_ns += time.monotonic_ns() - t0
+            self._advance(slot, token, out)
+
+    def _advance(self, slot: _Slot, token: int, out: list[Outbound]) -> None:
+        job = slot.job
+        job.generating = True
+        job.n_out += 1
+        if self.model.is_eog(token):
+            self._finish(slot, "stop", "", out)
+            return
+        text = job.stops.push(job.decoder.decode(self.model.token_to_piece(token)))
+        if job.stops.stopped:
+            self._finish(slot, "stop", text, out)
+        elif job.limit is not None and job.n_out >= job.limit:
+            self._finish(slot, "length", text, out)
+        elif len(slot.cached) >= self.slot_ctx:  # no room left to decode this token
+            self._finish(slot, "length", text, out)
+        else:
+            job.last = token
+            if text:
+                out.append(Chunk(job.req.id, text))
+
+    def _finish(self, slot: _Slot, reason: str, text: str, out: list[Outbound]) -> None:
+        job = slot.job
+        if not job.stops.stopped:  # the stream ended: nothing held back can still be a stop
+            text += job.stops.push(job.decoder.flush())
+            text += job.stops.flush()
+        if text:
+            out.append(Chunk(job.req.id, text))
+        out.append(Final(
+            id=job.req.id, done_reason=reason,  # type: ignore[arg-type]
+            prompt_eval_count=len(job.prompt) - job.reused, prompt_eval_duration=job.prompt_ns,
+            eval_count=job.n_out, eval_duration=job.eval_ns, prompt_tokens_cached=job.reused))
+        self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        slot.job.sampler.close()
+        slot.job = None
+        self._counter += 1
+        slot.last_used = self._counter
+
+    def _fail_batch(self, running: list[_Slot], rc: int, out: list[Outbound]) -> None:
+        log.error("llama_decode failed with code %d; failing the %d requests in the batch", rc, len(running))
+        for slot in running:
+            if not slot.job.chunk:
+                continue
+            out.append(Failure(slot.job.req.id, "internal", f"llama_decode failed with code {rc}"))
+            # After an abort or a fatal error part of the batch may be in the KV: start afresh.
+            self.ctx.seq_rm(slot.seq, -1, -1)
+            slot.cached.clear()
+            self._release(slot)
+
+
+@dataclass
+class _EmbedJob:
+    req: EmbedRequest
+    inputs: list[list[int]]
+    vectors: list[list[float]] = field(default_factory=list)
+    scheduled: int = 0  # inputs handed to a decode so far
+    started: int = 0  # monotonic ns of its first decode
+
+
+class EmbedBatcher:
+    """Embedding requests, packed several inputs per decode on a lazily made embeddings context."""
+
+    def __init__(self, model: Model, make_context: Callable[[], Context], *, limit: int) -> None:
+        self.model = model
+        self.limit = limit  # tokens per input: the context, the batch and the ubatch all hold one
+        self._make_context = make_context
+        self._ctx: Context | None = None
+        self._batch: Batch | None = None
+        self._jobs: deque[_EmbedJob] = deque()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._jobs)
+
+    def submit(self, req: EmbedRequest) -> list[Outbound]:
+        """Queue a request, or return its immediate answer (a failure, or no inputs at all)."""
+        inputs: list[list[int]] = []
+        for i, text in enumerate(req.inputs):
+            tokens = self.model.tokenize(text, add_special=True, parse_special=False)
+            if not tokens:
+                return [Failure(req.id, "input", f"input {i} is empty")]
+            if len(tokens) > self.limit:
+                if not req.truncate:
+                    return [Failure(req.id, "context", overflow_message(f"input {i}", len(tokens), self.limit))]
+                tokens = tokens[: self.limit]
+            inputs.append(tokens)
+        if not inputs:
+            return [Embeddings(req.id, (), 0, 0)]
+        self._jobs.append(_EmbedJob(req, inputs))
+        return []
+
+    def cancel(self, request_id: str) -> None:
+        self._jobs = deque(j for j in self._jobs if j.req.id != request_id)
+
+    def step(self, out: list[Outbound]) -> None:
+        """One decode over as many queued inputs as fit; finished requests go to `out`."""
+        if self._ctx is None:
+            self._ctx = self._make_context()
+            self._batch = Batch(self._ctx.n_batch)
+        ctx, batch = self._ctx, self._batch
+        batch.clear()
+        placed: list[_EmbedJob] = []  # the job of each sequence id, in order
+        for job in self._jobs:
+            while job.scheduled < len(job.inputs) and len(placed) < ctx.n_seq_max:
+                tokens = job.inputs[job.scheduled]
+                if len(tokens) > batch.room:
+                    break
+                batch.add(tokens, 0, len(placed), output="all")
+                placed.append(job)
+                job.scheduled += 1
+                job.started = job.started or time.monotonic_ns()
+            if len(placed) == ctx.n_seq_max or job.scheduled < len(job.inputs):
+                break
+        rc = ctx.decode(batch)
+        if rc != 0:
+            ctx.clear()
+            for job in dict.fromkeys(placed):
+                out.append(Failure(job.req.id, "internal", f"llama_decode failed with code {rc}"))
+                self.cancel(job.req.id)
+            return
+        for seq, job in enumerate(placed):
+            vector = ctx.sequence_embedding(seq)
+            if job.req.normalize:
+                norm = math.sqrt(sum(x * x for x in vector))
+                vector = [x / norm for x in vector] if norm > 0 else vector
+            job.vectors.append(vector)
+        ctx.clear()  # every decode starts from empty sequences
+        while self._jobs and len(self._jobs[0].vectors) == len(self._jobs[0].inputs):
+            job = self._jobs.popleft()
+            out.append(Embeddings(job.req.id, tuple(tuple(v) for v in job.vectors),
+                                  prompt_eval_count=sum(len(t) for t in job.inputs),
+                                  duration=time.monotonic_ns() - job.started))
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+        if self._ctx is not None:
+            self._ctx.close()

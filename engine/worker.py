@@ -1,0 +1,194 @@
+"""The model worker process, and the messages it exchanges with its `Engine`.
+
+One worker per loaded model, started with multiprocessing's 'spawn' context so that it shares
+nothing with the server but the pipe. It loads the weights, answers `Loaded` (or `LoadFailed`
+with llama.cpp's reason), then runs the batching loop:
+
+    idle     -> block on the pipe until a request arrives
+    busy     -> take every message already waiting (requests, cancels), run one step, send its
+                messages to the parent as one list, repeat
+
+So a decode never waits on the pipe, a cancel takes effect before the next step, and the parent
+gets one pipe message per step however many requests are streaming. A crash in native code kills
+only this process; the engine notices the closed pipe and fails the requests that were in it.
+
+Parent to worker: GenerateRequest, EmbedRequest, Cancel, Tokenize, Shutdown.
+Worker to parent: Loaded | LoadFailed first, then lists of Chunk, Final, Embeddings, Failure and
+Tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from corral.compiler.spec import RuntimeSpec
+from corral.engine.errors import EngineError
+from corral.engine.requests import EmbedRequest, GenerateRequest
+
+log = logging.getLogger(__name__)
+
+# Embedding inputs packed into one decode at most (distinct sequence ids of the embeddings context).
+EMBED_SEQUENCES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenize:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    id: str
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    load_duration_ns: int
+    slot_ctx: int  # tokens one request may hold (prompt and output)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailed:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    spec: RuntimeSpec
+    n_slots: int
+    extra_buffers: bool = True  # llama.cpp's repacked CPU weights; see Engine._spawn
+
+
+def run(conn: Connection, config: WorkerConfig) -> None:
+    """Process main: load, report, serve until Shutdown or until the parent goes away."""
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # llama.cpp's CPU threads meet at an OpenMP barrier after every graph node, and libgomp spins
+    # there by default. For one model on its cores that is the fast choice (bench/throughput.py:
+    # 88 tok/s against 31 with sleeping waits on 2 cores); several busy workers on the same cores
+    # spin against each other, and OMP_WAIT_POLICY=PASSIVE in the server's environment (which the
+    # workers inherit) is then the better setting. CORRAL_OMP_WAIT_POLICY sets it for workers only.
+    if os.environ.get("CORRAL_OMP_WAIT_POLICY"):
+        os.environ["OMP_WAIT_POLICY"] = os.environ["CORRAL_OMP_WAIT_POLICY"]
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING,
+                            format="%(asctime)s %(levelname)s corral-worker[%(process)d] %(name)s: %(message)s")
+    started = time.monotonic_ns()
+    try:
+        worker = _Worker(conn, config)
+    except EngineError as e:
+        conn.send(LoadFailed(e.message))
+        return
+    except Exception as e:  # an unexpected failure still has to reach the parent as a load error
+        log.exception("loading %s failed", config.spec.weights.path)
+        conn.send(LoadFailed(f"{type(e).__name__}: {e}"))
+        return
+    conn.send(Loaded(time.monotonic_ns() - started, worker.slot_ctx))
+    try:
+        worker.serve()
+    except (EOFError, BrokenPipeError):
+        pass  # the parent is gone; nobody is left to answer
+    finally:
+        worker.close()
+
+
+class _Worker:
+    def __init__(self, conn: Connection, config: WorkerConfig) -> None:
+        # llama_cpp loads its shared library on import: only here, never in the server process.
+        from corral.engine.batching import EmbedBatcher, Scheduler
+        from corral.engine.llama import Batch, Context, Model, default_threads
+
+        self.conn = conn
+        spec, load = config.spec, config.spec.load
+        self.model = Model(spec.weights.path, load, extra_buffers=config.extra_buffers)
+        self.model.load_adapters([a.path for a in spec.adapters])
+        threads = load.num_thread or default_threads()
+        n_slots = config.n_slots
+        # One sequence per slot, each with its own KV stream of num_ctx cells (kv_unified off):
+        # then a sequence's logits do not depend on what else is in the batch, and greedy output
+        # is the same alone or among others (with a unified KV the masked cells of other
+        # sequences change the float sums, and with them an occasional greedy token).
+        self.ctx = Context(self.model, n_ctx=load.num_ctx * n_slots, n_batch=max(load.num_batch, n_slots),
+                           n_seq_max=n_slots, n_threads=threads, unified=False)
+        self.ctx.apply_adapters(self.model.adapters)
+        self.slot_ctx = load.num_ctx
+        self._warm_up(Batch)
+
+        def embeddings_context() -> Context:
+            ctx = Context(self.model, n_ctx=load.num_ctx, n_batch=load.num_ctx, n_ubatch=load.num_ctx,
+                          n_seq_max=EMBED_SEQUENCES, n_threads=threads, unified=True, embeddings=True)
+            ctx.apply_adapters(self.model.adapters)
+            return ctx
+
+        embedder = EmbedBatcher(self.model, embeddings_context, limit=load.num_ctx)
+        self.scheduler = Scheduler(self.model, self.ctx, n_slots=n_slots, slot_ctx=self.slot_ctx,
+                                   embedder=embedder)
+        self._replies: list[object] = []
+
+    def _warm_up(self, batch_type: type) -> None:
+        """One small decode at load time: pages the weights in, and crashes here rather than
+        mid-request when the CPU's kernels cannot run on this machine. It takes several tokens:
+        single-token decodes use other kernels (the AMX crash needs two or more)."""
+        n = min(8, self.ctx.n_batch, self.slot_ctx)
+        batch = batch_type(n)
+        try:
+            batch.add([self.model.bos if self.model.bos >= 0 else 0] * n, 0, 0)
+            rc = self.ctx.decode(batch)
+            if rc != 0:
+                raise EngineError(f"llama.cpp could not run the model (llama_decode returned {rc})")
+        finally:
+            batch.close()
+            self.ctx.seq_rm(0, -1, -1)
+
+    def serve(self) -> None:
+        scheduler = self.scheduler
+        while True:
+            if not scheduler.busy and not self._replies:
+                if not self._handle(self.conn.recv()):
+                    return
+            while self.conn.poll():
+                if not self._handle(self.conn.recv()):
+                    return
+            out = self._replies + scheduler.step()
+            self._replies = []
+            if out:
+                self.conn.send(out)
+
+    def _handle(self, message: object) -> bool:
+        """Apply one message from the parent; False means stop serving."""
+        if isinstance(message, GenerateRequest):
+            self.scheduler.submit(message)
+        elif isinstance(message, EmbedRequest):
+            self.scheduler.submit_embed(message)
+        elif isinstance(message, Cancel):
+            self.scheduler.cancel(message.id)
+        elif isinstance(message, Tokenize):
+            tokens = self.model.tokenize(message.text, add_special=False, parse_special=True)
+            self._replies.append(Tokens(message.id, tuple(tokens)))
+        elif isinstance(message, Shutdown):
+            return False
+        else:  # a bug on the parent's side; dying would take every stream down with it
+            log.error("ignoring a message of unknown type %s", type(message).__name__)
+        return True
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.ctx.close()
+        self.model.close()

@@ -1,0 +1,171 @@
+"""`corral create`: compile a definition, then store its weights and texts as an Ollama model.
+
+Compilation comes first (GGUF check, template test-render, memory plan), so a definition that
+cannot run leaves the store untouched; blobs are content-addressed and the manifest is written
+last, atomically, so a model appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from corral.compiler.compile import CompileOptions, compile_definition
+from corral.compiler.resolve import BaseModel
+from corral.compiler.spec import RuntimeSpec
+from corral.dsl.ir import ModelDefinition
+from corral.store import names
+from corral.store.errors import ModelNotFoundError, StoreError
+from corral.store.layers import base_model, config_json, read_parts
+from corral.store.manifest import Layer, Manifest, MediaType
+from corral.store.names import Digest
+from corral.store.store import Progress, Store
+
+
+class StoreResolver:
+    """The compiler's view of the store: `FROM <model>` and `FROM sha256:<hex>`."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def model(self, name: str) -> BaseModel | None:
+        try:
+            manifest = self.store.read_manifest(name)
+        except (ModelNotFoundError, names.InvalidNameError):
+            return None
+        return base_model(self.store, read_parts(self.store, manifest, name), name)
+
+    def blob(self, digest: str) -> Path | None:
+        return self.store.blob_path(digest) if self.store.has_blob(digest) else None
+
+
+@dataclass(frozen=True)
+class Created:
+    name: str  # display form, e.g. "smol:latest"
+    digest: str  # manifest sha256 hex
+    spec: RuntimeSpec
+
+
+Status = Callable[[str], None]
+
+
+def create_model(store: Store, name: str, definition: ModelDefinition, *, base_dir: Path,
+                 options: CompileOptions, source: str | None = None,
+                 progress: Progress | None = None, status: Status | None = None) -> Created:
+    """Create (or replace) model `name` from a parsed definition."""
+    say = status or (lambda _msg: None)
+    model_name = names.parse(name)
+    spec = compile_definition(definition, name=model_name.display_shortest(), base_dir=base_dir,
+                              resolver=StoreResolver(store), options=options, source=source)
+    layers: list[Layer] = []
+
+    def blob_file(path: str, known: str | None, media: MediaType) -> None:
+        if known and store.has_blob(known):
+            digest = names.parse_digest(known)
+            say(f"using existing layer {digest}")
+        else:
+            digest = store.put_blob_file(Path(path), progress)
+            say(f"using layer {digest}")
+        layers.append(Layer(media_type=media, digest=digest, size=store.blob_path(digest).stat().st_size))
+
+    def blob_text(data: bytes, media: MediaType) -> None:
+        digest = store.put_blob_bytes(data)
+        layers.append(Layer(media_type=media, digest=digest, size=len(data)))
+
+    say("parsing GGUF")
+    blob_file(spec.weights.path, spec.weights.digest, MediaType.MODEL)
+    for adapter in spec.adapters:
+        blob_file(adapter.path, adapter.digest, MediaType.ADAPTER)
+    if spec.template.origin in ("definition", "base"):
+        blob_text(spec.template.source.encode(), MediaType.TEMPLATE)
+    if spec.system:
+        blob_text(spec.system.encode(), MediaType.SYSTEM)
+    params = _stored_parameters(spec)
+    if params:
+        blob_text(json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode(), MediaType.PARAMS)
+    if spec.messages:
+        blob_text(json.dumps([m.model_dump() for m in spec.messages], separators=(",", ":"),
+                             ensure_ascii=False).encode(), MediaType.MESSAGES)
+    for text in spec.licenses:
+        blob_text(text.encode(), MediaType.LICENSE)
+    config = config_json(spec)
+    config_digest = store.put_blob_bytes(config)
+    manifest = Manifest(config=Layer(media_type=MediaType.CONFIG, digest=config_digest, size=len(config)),
+                        layers=tuple(layers))
+    say("writing manifest")
+    digest = store.write_manifest(model_name, manifest)
+    say("success")
+    return Created(model_name.display_shortest(), digest, spec)
+
+
+def _stored_parameters(spec: RuntimeSpec) -> dict:
+    """The params layer: what the definition and its base set, in order (stop as a list)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in spec.parameters.items()}
+
+
+def copy_model(store: Store, src: str, dst: str) -> None:
+    """`corral cp`: a second name for the same manifest."""
+    store.copy(src, dst)
+
+
+def delete_models(store: Store, model_names: list[str]) -> list[Digest]:
+    """`corral rm`: remove manifests, then the blobs nothing else uses."""
+    removed: list[Digest] = []
+    for name in model_names:
+        removed += store.delete(name)
+    return removed
+
+
+__all__ = ["Created", "StoreError", "StoreResolver", "copy_model", "create_model", "delete_models"]
+
+
+def create_from_request(store: Store, models: object, name: str, fields: dict,
+                        progress: Callable[..., None] | None = None) -> Created:
+    """/api/create with Ollama's current request shape (from, files, adapters, template, system,
+    parameters, messages, license, requires): the same validation and compile as a definition file."""
+    from corral.dsl.build import Builder
+    from corral.dsl.span import Span
+
+    say = progress or (lambda *_a, **_k: None)
+    where = Span("<request>", 1, 1, 1, 1)
+    b = Builder("<request>", [], "toml")
+    files = fields.get("files") or {}
+    if fields.get("quantize"):
+        b.error("quantize: Corral does not quantize models yet", where,
+                "quantize with llama.cpp's llama-quantize, then create from the GGUF")
+    if files:
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            b.error("files: expected an object of file name -> sha256 digest", where)
+        else:
+            ggufs = [k for k in files if k.lower().endswith(".gguf")] or list(files)
+            b.set_from(files[ggufs[0]], where)
+    elif isinstance(fields.get("from"), str):
+        b.set_from(fields["from"], where)
+    for digest in (fields.get("adapters") or {}).values():
+        if isinstance(digest, str) and store.has_blob(digest):
+            b.add_adapter(str(store.blob_path(digest)), where)
+        else:
+            b.error(f"adapters: blob {digest} is not in the store", where, "upload it with POST /api/blobs first")
+    for key in ("template", "system", "requires"):
+        value = fields.get(key)
+        if value is not None:
+            if isinstance(value, str):
+                b.set_text(key, value, where)  # type: ignore[arg-type]
+            else:
+                b.error(f"{key}: expected a string", where)
+    licenses = fields.get("license")
+    for text in ([licenses] if isinstance(licenses, str) else licenses or []):
+        b.add_license(str(text), where)
+    for key, value in (fields.get("parameters") or {}).items():
+        b.add_parameter(key, value, where, where, as_text=False, key=f"parameters.{key}")
+    for i, m in enumerate(fields.get("messages") or []):
+        if isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content", ""), str):
+            b.add_message(m["role"], m.get("content", ""), where, where)
+        else:
+            b.error(f"messages.{i}: expected an object with role and content", where)
+    parsed = b.finish()
+    options = getattr(models, "options")
+    return create_model(store, name, parsed.definition, base_dir=store.root, options=options,
+                        status=lambda message: say(message))
