@@ -16,10 +16,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+from tests.specs import CHATML
+
 WORDS = ["▁hello", "▁world", "▁the", "▁a", "▁is", "▁and", "▁to", "▁of", "▁in", "▁it"]
 FILE_TYPES = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
 

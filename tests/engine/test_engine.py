@@ -21,11 +21,11 @@ import pytest
 from corral.engine.process import Engine
 from corral.engine.errors import ContextOverflowError, EngineError, EngineInputError, ModelLoadError, WorkerCrashedError
 from corral.engine.requests import Chunk, EmbedRequest, Final, GenerateRequest, Sampling
-from tests.runtime.specs import chatml, runtime_spec
+from tests.specs import chatml_prompt, runtime_spec
 
 T = TypeVar("T")
 
-PARIS = chatml("What is the capital of France?")
+PARIS = chatml_prompt("What is the capital of France?")
 QUESTIONS = ["What is the capital of France?", "Name three colors.", "What is 2+2?", "Tell me a joke.",
              "Who wrote Hamlet?", "What is water made of?", "Say hello in Spanish.", "What is the largest planet?"]
 # A grammar the model can never finish, so a stream runs for as long as a test needs it.
@@ -42,6 +42,25 @@ ws ::= | " " | "\n" [ \t]{0,20}
 
 def greedy(num_predict: int) -> Sampling:
     return Sampling(temperature=0.0, num_predict=num_predict)
+
+
+def endless(rid: str) -> GenerateRequest:
+    """A request that streams until it is cancelled (its grammar never lets it finish)."""
+    return GenerateRequest(rid, chatml_prompt("Say something."), greedy(-1), grammar=ENDLESS)
+
+
+def two_endless_streams(engine: Engine, events: list[str]) -> tuple[list[asyncio.Task], asyncio.Event]:
+    """Streams "a" and "b", each appending its name to `events` per chunk; the event is set once
+    both have had two chunks."""
+    both_streaming = asyncio.Event()
+
+    async def stream(rid: str) -> None:
+        async for _ in engine.generate(endless(rid)):
+            events.append(rid)
+            if events.count("a") >= 2 and events.count("b") >= 2:
+                both_streaming.set()
+
+    return [asyncio.create_task(stream(rid)) for rid in ("a", "b")], both_streaming
 
 
 class LoopThread:
@@ -119,19 +138,19 @@ def test_a_repeated_prompt_reuses_the_cached_prefix(loop: LoopThread, engine: En
     # Everything but the last prompt token, which must be decoded again for its logits.
     assert (again.prompt_tokens_cached, again.prompt_eval_count) == (n_prompt - 1, 1)
     assert again_text == first_text
-    follow_up = PARIS + first_text + "<|im_end|>\n" + chatml("And of Italy?")
+    follow_up = PARIS + first_text + "<|im_end|>\n" + chatml_prompt("And of Italy?")
     _, follow = loop.run(collect(engine, GenerateRequest("follow-up", follow_up, greedy(8))))
     assert follow.prompt_tokens_cached >= n_prompt
 
 
 def test_length_limit(loop: LoopThread, engine: Engine) -> None:
-    _, final = loop.run(collect(engine, GenerateRequest("four", chatml("Tell me a long story."), greedy(4))))
+    _, final = loop.run(collect(engine, GenerateRequest("four", chatml_prompt("Tell me a long story."), greedy(4))))
     assert (final.done_reason, final.eval_count) == ("length", 4)
 
 
 def test_greedy_output_is_the_same_alone_and_among_eight(loop: LoopThread, engine: Engine) -> None:
     def request(i: int, tag: str) -> GenerateRequest:
-        return GenerateRequest(f"{tag}-{i}", chatml(QUESTIONS[i]), greedy(24))
+        return GenerateRequest(f"{tag}-{i}", chatml_prompt(QUESTIONS[i]), greedy(24))
 
     async def alone() -> list[str]:
         return [(await collect(engine, request(i, "alone")))[0] for i in range(len(QUESTIONS))]
@@ -147,14 +166,8 @@ def test_a_request_is_admitted_while_others_stream(loop: LoopThread, engine: Eng
     async def scenario() -> tuple[str, list[str]]:
         events: list[str] = []
 
-        async def stream(rid: str) -> None:
-            req = GenerateRequest(rid, chatml("Say something."), greedy(-1), grammar=ENDLESS)
-            async for _ in engine.generate(req):
-                events.append(rid)
-
-        streams = [asyncio.create_task(stream(rid)) for rid in ("a", "b")]
-        while events.count("a") < 2 or events.count("b") < 2:
-            await asyncio.sleep(0.01)
+        streams, both_streaming = two_endless_streams(engine, events)
+        await both_streaming.wait()
         text, _ = await collect(engine, GenerateRequest("late", PARIS, greedy(24)))
         finished = [t.done() for t in streams]
         for t in streams:
@@ -168,20 +181,14 @@ def test_a_request_is_admitted_while_others_stream(loop: LoopThread, engine: Eng
 
 
 def test_a_long_prompt_does_not_stall_the_streams(loop: LoopThread, engine: Engine) -> None:
-    long_prompt = chatml("Repeat: " + " ".join(["apple"] * 850))
+    long_prompt = chatml_prompt("Repeat: " + " ".join(["apple"] * 850))
 
     async def scenario() -> list[str]:
         assert 800 < len(await engine.tokenize(long_prompt)) < 1000
         events: list[str] = []
 
-        async def stream(rid: str) -> None:
-            req = GenerateRequest(rid, chatml("Say something."), greedy(-1), grammar=ENDLESS)
-            async for _ in engine.generate(req):
-                events.append(rid)
-
-        streams = [asyncio.create_task(stream(rid)) for rid in ("a", "b")]
-        while events.count("a") < 2 or events.count("b") < 2:
-            await asyncio.sleep(0.01)
+        streams, both_streaming = two_endless_streams(engine, events)
+        await both_streaming.wait()
         events.append("long submitted")
         async for _ in engine.generate(GenerateRequest("long", long_prompt, greedy(1))):
             events.append("long answered")
@@ -216,7 +223,7 @@ def test_stops_and_grammars_stay_in_their_slots(loop: LoopThread, engine: Engine
 
 
 def test_json_grammar_output_parses(loop: LoopThread, engine: Engine) -> None:
-    prompt = chatml("Describe a cat as a JSON object with the keys name and age.")
+    prompt = chatml_prompt("Describe a cat as a JSON object with the keys name and age.")
     text, final = loop.run(collect(engine, GenerateRequest("json", prompt, greedy(120), grammar=JSON_GBNF)))
     assert final.done_reason == "stop"
     assert isinstance(json.loads(text), dict)
@@ -228,7 +235,7 @@ def test_json_grammar_output_parses(loop: LoopThread, engine: Engine) -> None:
     (GenerateRequest("no-root", PARIS, greedy(4), grammar='answer ::= "x"'), EngineInputError,
      ["invalid grammar", "root"]),
     (GenerateRequest("empty", "", greedy(4)), EngineInputError, ["empty"]),
-    (GenerateRequest("too-long", chatml(" ".join(["apple"] * 1500)), greedy(4)), ContextOverflowError,
+    (GenerateRequest("too-long", chatml_prompt(" ".join(["apple"] * 1500)), greedy(4)), ContextOverflowError,
      ["context window of 1024 tokens"]),
 ])
 def test_requests_that_cannot_run(loop: LoopThread, engine: Engine, req: GenerateRequest,
@@ -241,7 +248,7 @@ def test_requests_that_cannot_run(loop: LoopThread, engine: Engine, req: Generat
 
 
 def test_overflow_message_names_both_numbers(loop: LoopThread, engine: Engine) -> None:
-    prompt = chatml(" ".join(["apple"] * 1500))
+    prompt = chatml_prompt(" ".join(["apple"] * 1500))
     n_tokens = len(loop.run(engine.tokenize(prompt)))
     with pytest.raises(ContextOverflowError) as caught:
         loop.run(collect(engine, GenerateRequest("overflow", prompt, greedy(4))))
@@ -250,7 +257,7 @@ def test_overflow_message_names_both_numbers(loop: LoopThread, engine: Engine) -
 
 def test_duplicate_request_id_is_refused(loop: LoopThread, engine: Engine) -> None:
     async def scenario() -> None:
-        first = engine.generate(GenerateRequest("same", chatml("Say something."), greedy(-1), grammar=ENDLESS))
+        first = engine.generate(endless("same"))
         await first.__anext__()
         try:
             with pytest.raises(EngineInputError, match="already in flight"):
@@ -286,10 +293,8 @@ def test_embedding_input_longer_than_the_context(loop: LoopThread, engine: Engin
 
 
 def test_cancellation_frees_the_slot_at_once(loop: LoopThread, one_slot: Engine) -> None:
-    endless = GenerateRequest("endless", chatml("Say something."), greedy(-1), grammar=ENDLESS)
-
     async def close_early() -> int:
-        stream = one_slot.generate(endless)
+        stream = one_slot.generate(endless("endless"))
         chunks = 0
         async for _ in stream:
             chunks += 1
@@ -302,7 +307,7 @@ def test_cancellation_frees_the_slot_at_once(loop: LoopThread, one_slot: Engine)
         first = asyncio.Event()
 
         async def consume() -> None:
-            async for _ in one_slot.generate(GenerateRequest("endless-2", endless.prompt, greedy(-1), grammar=ENDLESS)):
+            async for _ in one_slot.generate(endless("endless-2")):
                 first.set()
 
         task = asyncio.create_task(consume())
@@ -323,7 +328,7 @@ def test_worker_crash_fails_in_flight_requests_and_restarts(loop: LoopThread, sm
     engine = _engine(loop, smollm2_gguf, name="crashy", num_ctx=512, num_parallel=2)
     try:
         async def scenario() -> None:
-            stream = engine.generate(GenerateRequest("doomed", chatml("Say something."), greedy(-1), grammar=ENDLESS))
+            stream = engine.generate(endless("doomed"))
             await stream.__anext__()
             os.kill(engine.pid, signal.SIGKILL)
             with pytest.raises(WorkerCrashedError, match="model worker for crashy exited with signal SIGKILL"):
@@ -338,7 +343,7 @@ def test_worker_crash_fails_in_flight_requests_and_restarts(loop: LoopThread, sm
         assert engine.alive and engine.pid != old_pid
 
         async def close_under_a_stream() -> None:
-            stream = engine.generate(GenerateRequest("cut-off", chatml("Say something."), greedy(-1), grammar=ENDLESS))
+            stream = engine.generate(endless("cut-off"))
             await stream.__anext__()
             await engine.close()
             with pytest.raises(EngineError, match="the engine for crashy was closed"):
