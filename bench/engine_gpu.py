@@ -54,6 +54,7 @@ def main() -> int:
     args = ap.parse_args()
     from corral.compiler.compile import CompileOptions, compile_definition
     from corral.machine.gpus import NvmlProbe
+    from corral.machine.memory import available_memory
     from corral.compiler.resolve import NoModels
     from corral.dsl import parse_modelfile
 
@@ -62,12 +63,12 @@ def main() -> int:
         from bench.plan_gpu import synthetic
 
         model = synthetic(Path("/tmp/synthetic-0.6b.gguf"))
-    inventory = NvmlProbe().read()
+    inventory, memory = NvmlProbe().read(), available_memory()
     rates = {}
     for n in [int(x) for x in args.clients.split(",")]:
         d = parse_modelfile(f"FROM {model}\nPARAMETER num_ctx 1024\n").definition
         spec = compile_definition(d, name="bench", base_dir=Path("."), resolver=NoModels(),
-                                  options=CompileOptions(inventory=inventory, num_parallel=n))
+                                  options=CompileOptions(inventory=inventory, memory_bytes=memory, num_parallel=n))
         if n == 1:
             print(f"plan: {spec.plan.backend}, {spec.plan.n_gpu_layers}/{spec.plan.layer_count} layers on GPU; "
                   f"{spec.plan.reasons[0]}")

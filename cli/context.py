@@ -10,6 +10,7 @@ from corral.cli import output
 from corral.compiler.compile import CompileOptions
 from corral.compiler.errors import CompileError
 from corral.machine.gpus import NvmlProbe
+from corral.machine.memory import available_memory
 from corral.errors import CorralError
 from corral.dsl.errors import DefinitionError, Diagnostic
 from corral.store.store import Store
@@ -22,9 +23,11 @@ def store() -> Store:
 
 @lru_cache(maxsize=1)
 def compile_options() -> CompileOptions:
-    """GPU inventory from NVML (empty, with the reason, when there is none) and the slot count."""
+    """This machine's readings, taken once (GPUs from NVML, empty with the reason when there are
+    none; available memory), and the slot count."""
     parallel = int(os.environ.get("CORRAL_NUM_PARALLEL", "0") or 0)  # 0: as the memory plan allows
-    return CompileOptions(inventory=NvmlProbe().read(), num_parallel=max(0, parallel))
+    return CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory(),
+                          num_parallel=max(0, parallel))
 
 
 def report(e: CorralError) -> None:

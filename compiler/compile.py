@@ -1,7 +1,8 @@
 """IR -> RuntimeSpec: resolve the weights, settle the template and stops, plan the memory.
 
-`compile_definition` reads files only through the GGUF reader and the resolver it is given, so
-the same definition, files and GPU readings always give the same spec (and digest).
+`compile_definition` reads files only through the GGUF reader and the resolver it is given, and
+the machine only through the readings in its `CompileOptions` (taken once, by the caller), so the
+same definition, files and readings always give the same spec (and digest).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from corral.compiler.errors import GGUFError, WeightsError
 from corral.compiler.gguf.check import check_gguf
 from corral.compiler.gguf.info import ModelInfo, read_model_info
 from corral.machine.gpus import GpuInventory
-from corral.machine.memory import available_memory
 from corral.compiler.plan import plan_memory
 from corral.compiler.resolve import (DIGEST, BaseModel, ModelResolver, expand, find_weights,
                                      looks_like_path, resolve_model, weights_ref)
@@ -36,12 +36,17 @@ AUTO_PARALLEL_CAP = 4
 
 @dataclass(frozen=True)
 class CompileOptions:
-    """Machine-level settings that are not part of a definition."""
+    """Machine-level settings that are not part of a definition, with the machine's readings.
+
+    The caller reads the machine (`NvmlProbe().read()`, `available_memory()`) once and passes the
+    readings here; compiling never reads the machine itself, so a recompile of the same definition
+    with the same options gives the same spec whatever the machine is doing at that moment.
+    """
 
     inventory: GpuInventory
+    memory_bytes: int  # the host's available memory: bounds a CPU plan's automatic slot count
     num_parallel: int = 0  # 0: as many slots as the memory plan allows, up to AUTO_PARALLEL_CAP
     default_num_ctx: int = DEFAULT_NUM_CTX
-    memory_bytes: int | None = None  # RAM for a CPU plan's auto slots; None: what the OS has free
 
 
 def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolver: ModelResolver,
@@ -82,9 +87,9 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
 
 def _auto_slots(planned, options: CompileOptions):
     """The most slots (up to the cap) whose plan keeps every layer where one slot would put it and,
-    on the CPU, leaves at least half the free memory to the rest of the machine."""
+    on the CPU, leaves at least half the available memory to the rest of the machine."""
     one = planned(1)
-    budget = options.memory_bytes if options.memory_bytes is not None else available_memory()
+    budget = options.memory_bytes
     for slots in range(AUTO_PARALLEL_CAP, 1, -1):
         plan = planned(slots)
         if plan.fits and plan.n_gpu_layers >= one.n_gpu_layers and plan.cpu_bytes <= budget // 2:

@@ -92,9 +92,12 @@ def build_defaults(ctx: AppContext) -> None:
     if ctx.models is None:
         from corral.compiler.compile import CompileOptions
         from corral.machine.gpus import NvmlProbe
+        from corral.machine.memory import available_memory
         from corral.sources.stored import Models
 
-        options = CompileOptions(inventory=NvmlProbe().read(), num_parallel=settings.num_parallel)
+        # The machine is read once, here: every compile after this sees the same readings.
+        options = CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory(),
+                                 num_parallel=settings.num_parallel)
         ctx.models = Models(ctx.store, options)
         if settings.library is not None:
             from corral.sources.catalog import Catalog

@@ -29,6 +29,6 @@ def test_each_definition_checks_and_compiles(path, smollm2_gguf, tmp_path, capsy
     weights.mkdir()
     (weights / "SmolLM2-135M-Instruct.Q4_1.gguf").symlink_to(smollm2_gguf)
     spec = compile_definition(load(path).definition, name=path.stem, base_dir=tmp_path, resolver=NoModels(),
-                              options=CompileOptions(inventory=GpuInventory(reason="test")))
+                              options=CompileOptions(inventory=GpuInventory(reason="test"), memory_bytes=1 << 40))
     assert spec.model.architecture == "llama"
     assert "<|im_end|>" in spec.stop

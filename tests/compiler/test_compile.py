@@ -15,7 +15,7 @@ from corral.compiler.spec import ChatMessage
 from corral.dsl import parse_modelfile
 from tests.ggufs import TinyLlama, truncated, write_tiny_llama
 
-CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"))
+CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
 
 
 @pytest.fixture
@@ -186,4 +186,27 @@ def test_slots_auto_or_explicit(folder, num_parallel, memory, slots):
     assert spec.load.num_parallel == slots == spec.plan.num_parallel
     assert spec.plan.kv_bytes == slots * compile_definition(
         d, name="m", base_dir=folder, resolver=NoModels(),
-        options=CompileOptions(inventory=options.inventory, num_parallel=1)).plan.kv_bytes
+        options=replace(options, num_parallel=1)).plan.kv_bytes
+
+
+def test_compile_is_pure_the_machine_is_read_by_the_caller(folder, monkeypatch):
+    """The same definition and readings give the same spec, however the machine's memory moves
+    between two compiles (a library recompile must not change num_parallel and force a reload)."""
+    import psutil
+
+    from corral.machine.memory import available_memory
+
+    d = parse_modelfile("FROM ./tiny.gguf", str(folder / "m.Modelfile")).definition
+    options = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
+    specs = []
+    for free in (1 << 40, 1):  # the machine's reading: plenty, then almost nothing
+        reading = psutil.virtual_memory()._replace(available=free)
+        monkeypatch.setattr(psutil, "virtual_memory", lambda reading=reading: reading)
+        assert available_memory() == free
+        specs.append(compile_definition(d, name="m", base_dir=folder, resolver=NoModels(), options=options))
+    assert specs[0].digest == specs[1].digest and specs[0].load_digest == specs[1].load_digest
+    assert specs[1].load.num_parallel == 4
+    # Only a new reading, passed in by the caller, changes the plan.
+    short = compile_definition(d, name="m", base_dir=folder, resolver=NoModels(),
+                               options=replace(options, memory_bytes=1))
+    assert short.load.num_parallel == 1 and short.load_digest != specs[0].load_digest

@@ -36,7 +36,8 @@ WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
                    "required": ["city"]}}}
-CPU = CompileOptions(inventory=GpuInventory(reason="tests run the model on the CPU"), num_parallel=4)
+CPU = CompileOptions(inventory=GpuInventory(reason="tests run the model on the CPU"), memory_bytes=1 << 40,
+                     num_parallel=4)
 
 
 def make_store(root: Path, gguf: Path) -> Path:

@@ -13,7 +13,7 @@ from corral.store.errors import ModelNotFoundError
 from corral.sources.library import Library, discover, model_name_of
 from tests.ggufs import write_tiny_llama
 
-CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"))
+CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from corral.sources.stored import Models
 from corral.store.store import Store
 from tests.ggufs import truncated, write_tiny_llama
 
-CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"))
+CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
 
 
 def snapshot(store: Store) -> set[str]:
