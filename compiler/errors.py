@@ -2,7 +2,7 @@
 
 Exception tree:
 
-    CorralError                       (corral.dsl.errors)
+    CorralError                       (corral.errors)
      +-- CompileError                 a definition cannot become a runnable model
           +-- TemplateError           a chat template cannot be translated, parsed or test-rendered
           +-- WeightsError            FROM/ADAPTER names weights that are missing, not GGUF, or unsafe

@@ -6,7 +6,8 @@ Exception tree (every user-input error of Corral derives from CorralError):
      +-- DefinitionError       a Modelfile or TOML definition is invalid; holds every Diagnostic found
      +-- FormatError           an IR value cannot be written in the requested syntax
 
-Diagnostics render the way compilers do:
+Diagnostics render the way compilers do, through corral.errors.render (the one style of every
+error the CLI prints, hint on its own line):
 
     PATH:LINE:COL: error: MESSAGE
       7 | PARAMETER temprature 0.2
@@ -24,7 +25,7 @@ from enum import Enum
 from typing import Iterable, Sequence
 
 from corral.dsl.span import Span
-from corral.errors import CorralError
+from corral.errors import CorralError, render
 
 
 class Severity(str, Enum):
@@ -44,14 +45,8 @@ class Diagnostic:
 
     def render(self) -> str:
         """`PATH:LINE:COL: error: MESSAGE`, then the source line with a caret, then the hint."""
-        where = f"{self.span}: " if self.span else ""
-        lines = [f"{where}{self.severity.value}: {self.message}"]
-        excerpt = self.excerpt()
-        if excerpt:
-            lines.append(excerpt)
-        if self.hint:
-            lines.append(f"hint: {self.hint}")
-        return "\n".join(lines)
+        return render(self.message, self.hint, where=str(self.span) if self.span else None,
+                      severity=self.severity.value, excerpt=self.excerpt())
 
     def excerpt(self) -> str:
         """The source line under a line-number gutter, with `^~~~` under the span."""
@@ -114,9 +109,6 @@ class DefinitionError(CorralError):
 
 class FormatError(CorralError):
     """A value of the IR has no spelling in the requested syntax."""
-
-    def __str__(self) -> str:
-        return self.message + (f" (hint: {self.hint})" if self.hint else "")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

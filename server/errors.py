@@ -1,18 +1,18 @@
-"""Errors as the two HTTP APIs answer them: one status per class, one body shape per API.
+"""Errors as the two HTTP APIs answer them: one status table, one body shape per API.
 
 Exception tree of the server's own errors (the rest come from the layers below):
 
     CorralError                        (corral.errors)
-     +-- ApiError                      a request the server refuses before reaching the runtime (400)
-          +-- BadRequestError          malformed body or a field with a bad value          (400)
-          +-- UnsupportedError         the model lacks a capability the request needs       (400)
-          +-- NotImplementedByCorral   an Ollama endpoint Corral does not offer (pull, push) (501)
+     +-- ApiError                      a request the server refuses before reaching the runtime
+          +-- BadRequestError          malformed body or a field with a bad value
+          +-- UnsupportedError         the model lacks a capability the request needs
+          +-- NotImplementedByCorral   an Ollama endpoint Corral does not offer (pull, push)
 
-What each error answers (`status_of`):
+What each error answers is chosen here and nowhere else (`status_of`):
 
-* anything with an `http_status` class attribute: that status (StoreError and EngineError
-  subclasses in corral.store.errors and corral.engine.errors, ApiError here);
-* CompileError and DefinitionError (a stored model or definition that cannot compile): 400;
+* a class in `STATUS`, or the nearest ancestor that is (the most specific class wins): its status.
+  The lower layers' errors (corral.store, corral.engine, corral.compiler, corral.dsl) declare no
+  status of their own: what a failure means to an HTTP client is the server's business;
 * Sanic's own exceptions (unknown route, wrong method, oversized body): their status;
 * anything else is a bug: 500, logged with its traceback.
 
@@ -24,16 +24,19 @@ does. ServerBusyError (503) also sends `Retry-After`.
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any
 
 from sanic import Request
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json as json_response
 
 from corral.compiler.errors import CompileError
+from corral.dsl.errors import DefinitionError, FormatError
+from corral.engine.errors import ContextOverflowError, EngineError, EngineInputError, ServerBusyError
 from corral.errors import CorralError
-from corral.dsl.errors import DefinitionError
-from corral.engine.errors import ServerBusyError
+from corral.runtime.errors import RequestError
+from corral.store.errors import (BlobNotFoundError, DigestMismatchError, InvalidDigestError, InvalidManifestError,
+                                 InvalidNameError, ModelNotFoundError, StoreError)
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,6 @@ RETRY_AFTER_SECONDS = 1
 
 class ApiError(CorralError):
     """A request the server refuses; `message` is what the client sees."""
-
-    http_status: ClassVar[int] = 400
 
     def __init__(self, message: str, param: str | None = None):
         self.message = message
@@ -66,21 +67,45 @@ class UnsupportedError(ApiError):
 class NotImplementedByCorral(ApiError):
     """An Ollama endpoint Corral answers only to say why it does not offer it."""
 
-    http_status = 501
-
 
 _SANIC_MESSAGES = {404: "404 page not found", 405: "405 method not allowed"}
 
 
+STATUS: dict[type[CorralError], int] = {
+    # the server's own refusals
+    ApiError: 400,
+    NotImplementedByCorral: 501,
+    # a definition (stored, or in the library) that does not compile is the client's to fix
+    DefinitionError: 400,
+    CompileError: 400,
+    FormatError: 500,  # a stored definition that cannot be written back as a Modelfile
+    # the store, with Ollama's statuses
+    StoreError: 500,
+    InvalidNameError: 400,
+    InvalidDigestError: 400,
+    ModelNotFoundError: 404,
+    DigestMismatchError: 400,
+    BlobNotFoundError: 404,
+    InvalidManifestError: 500,
+    # request planning (corral.runtime): a request that cannot be planned is the client's
+    RequestError: 400,
+    # the engine: a request it cannot run is the client's, a crash or a failed load is ours
+    EngineError: 500,
+    ContextOverflowError: 400,
+    EngineInputError: 400,
+    ServerBusyError: 503,
+}
+"""The HTTP status of each Corral error class; a class not listed answers its nearest listed ancestor's."""
+
+
 def status_of(exc: BaseException) -> int:
-    """The HTTP status an exception answers with."""
+    """The HTTP status an exception answers with: the most specific class `STATUS` lists, else 500."""
     if isinstance(exc, SanicException):
         return int(exc.status_code)
-    status = getattr(type(exc), "http_status", None)
-    if isinstance(status, int):
-        return status
-    if isinstance(exc, (CompileError, DefinitionError)):
-        return 400
+    for cls in type(exc).__mro__:
+        status = STATUS.get(cls)
+        if status is not None:
+            return status
     return 500
 
 

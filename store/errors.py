@@ -4,23 +4,22 @@ Exception tree:
 
     CorralError                        (corral.errors)
      +-- StoreError                    the model store cannot do what was asked
-          +-- InvalidNameError         a model name is not [host/][namespace/]model[:tag]      (400)
-          +-- InvalidDigestError       a digest is not sha256:<64 hex digits>                  (400)
-          +-- ModelNotFoundError       no manifest for that name                               (404)
-          +-- DigestMismatchError      the bytes written do not hash to the promised digest    (400)
-          +-- BlobNotFoundError        a blob a caller (or a manifest) needs is not stored     (404)
-          +-- InvalidManifestError     a manifest file is not valid JSON of the expected shape (500)
+          +-- InvalidNameError         a model name is not [host/][namespace/]model[:tag]
+          +-- InvalidDigestError       a digest is not sha256:<64 hex digits>
+          +-- ModelNotFoundError       no manifest for that name
+          +-- DigestMismatchError      the bytes written do not hash to the promised digest
+          +-- BlobNotFoundError        a blob a caller (or a manifest) needs is not stored
+          +-- InvalidManifestError     a manifest file is not valid JSON of the expected shape
 
 Every StoreError carries `message` and `hint`; `str(error)` is the message alone, so the server can
 send it as Ollama's `{"error": "..."}`, and `render()` adds the hint for the command line. Messages
 follow Ollama's wording where Ollama has one (`model 'x' not found`, `digest mismatch, expected
-"a", got "b"`, `blob "d" not found`). Each class declares the HTTP status the API answers with.
+"a", got "b"`, `blob "d" not found`). Which HTTP status each answers is the server's choice
+(corral.server.errors.STATUS), not the store's.
 Errors are rebuilt from their constructor arguments, so they pickle across the worker boundary.
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 from corral.errors import CorralError
 
@@ -40,12 +39,9 @@ def quote(text: str) -> str:
 class StoreError(CorralError):
     """The model store cannot do what was asked."""
 
-    http_status: ClassVar[int] = 500
 
 class InvalidNameError(StoreError):
     """A model name does not follow Ollama's grammar, or could name a path outside the store."""
-
-    http_status = 400
 
     def __init__(self, name: str, reason: str, hint: str | None = NAME_HINT):
         self.name = name
@@ -59,8 +55,6 @@ class InvalidNameError(StoreError):
 class InvalidDigestError(StoreError):
     """A digest is not `sha256:<hex>` (Ollama: `invalid digest format`)."""
 
-    http_status = 400
-
     def __init__(self, digest: str, hint: str | None = DIGEST_HINT):
         self.digest = digest
         super().__init__(f"invalid digest format: {quote(digest)}", hint)
@@ -72,8 +66,6 @@ class InvalidDigestError(StoreError):
 class ModelNotFoundError(StoreError):
     """The store has no manifest for a name."""
 
-    http_status = 404
-
     def __init__(self, name: str, hint: str | None = "'corral list' shows the models in the store"):
         self.name = name
         super().__init__(f"model {quote(name)} not found", hint)
@@ -84,8 +76,6 @@ class ModelNotFoundError(StoreError):
 
 class DigestMismatchError(StoreError):
     """Bytes did not hash to the digest they were promised to have; nothing was stored."""
-
-    http_status = 400
 
     def __init__(
         self,
@@ -104,8 +94,6 @@ class DigestMismatchError(StoreError):
 class BlobNotFoundError(StoreError):
     """A blob is not in the store."""
 
-    http_status = 404
-
     def __init__(self, digest: str, hint: str | None = "upload the blob first (POST /api/blobs/<digest>)"):
         self.digest = digest
         super().__init__(f'blob "{digest}" not found', hint)
@@ -116,8 +104,6 @@ class BlobNotFoundError(StoreError):
 
 class InvalidManifestError(StoreError):
     """A manifest file cannot be read as a Docker v2 manifest, or does not match its blobs."""
-
-    http_status = 500
 
     def __init__(
         self,

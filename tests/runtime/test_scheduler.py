@@ -10,28 +10,16 @@ import asyncio
 
 import pytest
 
-from corral.compiler.plan import MemoryPlan
-from corral.compiler.spec import (LoadOptions, ModelSummary, RuntimeSpec, TemplateSpec, WeightsRef)
-from corral.store.errors import ModelNotFoundError
+from corral.compiler.spec import RuntimeSpec
 from corral.engine.errors import ServerBusyError
 from corral.runtime.scheduler import Scheduler, SchedulerSettings
+from corral.store.errors import ModelNotFoundError
+from tests.specs import runtime_spec
 
 
-def make_spec(name: str, size: int = 100, num_ctx: int = 2048, system: str | None = None, slots: int = 1) -> RuntimeSpec:
-    plan = MemoryPlan(backend="cpu", n_gpu_layers=0, layer_count=2, tensor_split=None, main_gpu=None, devices=(),
-                      cpu_bytes=size, weights_bytes=size, kv_bytes=0, compute_bytes=0, total_bytes=size,
-                      n_ctx=num_ctx, num_ctx=num_ctx, num_parallel=slots, num_batch=512, kv_cache_type="f16",
-                      fits=True, reasons=("no GPU: test",))
-    return RuntimeSpec(
-        name=name, weights=WeightsRef(path=f"/models/{name}.gguf", size=size), adapters=(),
-        model=ModelSummary(architecture="llama", parameter_count=1, parameter_size="1", quantization="Q4_1",
-                           context_length=num_ctx, block_count=1, embedding_length=8, head_count=1, head_count_kv=1,
-                           vocab_size=10, bos_token=None, eos_token=None),
-        template=TemplateSpec(kind="jinja", source="{{ x }}", jinja="{{ x }}", name=None, origin="default"),
-        system=system, messages=(), stop=(), parameters={}, options={},
-        load=LoadOptions(num_ctx=num_ctx, num_batch=512, num_parallel=slots, num_thread=0, use_mmap=True,
-                         n_gpu_layers=0, main_gpu=None, tensor_split=None),
-        plan=plan, licenses=(), requires=None, source=None)
+def make_spec(name: str, size: int = 100, num_ctx: int = 2048, system: str | None = None,
+              slots: int = 1) -> RuntimeSpec:
+    return runtime_spec(name=name, size=size, num_ctx=num_ctx, system=system, num_parallel=slots)
 
 
 class Source:
@@ -156,9 +144,8 @@ def test_queue_full_is_server_busy():
         s = scheduler(make_spec("a", slots=1), max_queue=1)
         holders = [asyncio.create_task(request(s, "a", hold=0.3)) for _ in range(2)]
         await asyncio.sleep(0.05)
-        with pytest.raises(ServerBusyError) as e:
+        with pytest.raises(ServerBusyError):  # the server answers it with 503 (tests/server/test_errors.py)
             await request(s, "a")
-        assert e.value.http_status == 503
         await asyncio.gather(*holders)
         await s.close()
     asyncio.run(main())

@@ -1,4 +1,4 @@
-"""Every route answers every error in its API's shape, with the status the error class declares."""
+"""Every route answers every error in its API's shape, with the status the server's table gives its class."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 import corral.store.create
 from corral.compiler import errors as compiler_errors
+from corral.dsl import errors as dsl_errors
 from corral.compiler.errors import CompileError, TemplateError
 from corral.errors import CorralError
 from corral.engine import errors as engine_errors
@@ -17,7 +18,7 @@ from corral.engine.errors import ContextOverflowError, EngineError, ServerBusyEr
 from corral.store.errors import InvalidNameError, ModelNotFoundError
 from corral.server import errors as server_errors
 from corral.server.app import create_app
-from corral.server.errors import status_of
+from corral.server.errors import STATUS, status_of
 from corral.config.settings import Settings
 from tests.server.fakes import Broken
 from tests.server.live import LiveServer
@@ -130,7 +131,7 @@ def test_unknown_routes_and_methods(fake):
 
 
 def _error_classes():
-    for module in (store_errors, engine_errors, compiler_errors, server_errors):
+    for module in (store_errors, engine_errors, compiler_errors, dsl_errors, server_errors):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, CorralError) and cls.__module__ == module.__name__:
                 yield cls
@@ -138,13 +139,24 @@ def _error_classes():
 
 @pytest.mark.parametrize("cls", list(_error_classes()), ids=lambda c: c.__name__)
 def test_every_error_class_maps_to_a_client_or_server_status(cls):
-    """No Corral error falls through to the generic 500 unless it declares 500 itself."""
-    declared = getattr(cls, "http_status", None)
+    """No Corral error falls through to the generic 500: it or an ancestor below CorralError is in the table."""
+    listed = next((c for c in cls.__mro__ if c in STATUS), None)
+    assert listed is not None and listed is not CorralError, f"{cls.__name__} has no status in STATUS"
     error = cls.__new__(cls)
+    assert status_of(error) == STATUS[listed]
     if issubclass(cls, CompileError):
         assert status_of(error) == 400
-    else:
-        assert isinstance(declared, int), f"{cls.__name__} declares no http_status"
-        assert status_of(error) == declared
     if issubclass(cls, EngineError) and cls is not EngineError:
         assert status_of(error) in (400, 500, 503)
+
+
+@pytest.mark.parametrize("error, status", [
+    (store_errors.InvalidNameError("m@d", "no '@'"), 400), (store_errors.InvalidDigestError("sha256:x"), 400),
+    (store_errors.ModelNotFoundError("llama3"), 404), (store_errors.DigestMismatchError("sha256:a", "sha256:b"), 400),
+    (store_errors.BlobNotFoundError("sha256:a"), 404), (store_errors.InvalidManifestError("m", "not JSON"), 500),
+    (ServerBusyError("busy"), 503), (ContextOverflowError("long"), 400), (WorkerCrashedError("died"), 500),
+    (server_errors.NotImplementedByCorral("no pull"), 501), (server_errors.BadRequestError("bad"), 400),
+], ids=lambda e: type(e).__name__ if isinstance(e, Exception) else str(e))
+def test_ollamas_statuses(error, status):
+    """The most specific class wins: a ModelNotFoundError is a StoreError (500) that answers 404."""
+    assert status_of(error) == status
