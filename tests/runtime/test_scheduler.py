@@ -33,32 +33,69 @@ class Source:
 
 
 class RecordingEngine:
+    """Records ("start", name) and ("close", name); with `gate` set, a load finishes only once the
+    test opens the gate. `until(event)` waits for an event to be recorded."""
+
     events: list[tuple[str, str]] = []
+    gate: asyncio.Event | None = None
+    _recorded = asyncio.Event()
 
     def __init__(self, spec: RuntimeSpec):
         self.spec = spec
         self.load_duration_ns = 1000
 
+    @classmethod
+    def record(cls, kind: str, name: str) -> None:
+        cls.events.append((kind, name))
+        cls._recorded.set()
+        cls._recorded = asyncio.Event()
+
+    @classmethod
+    async def until(cls, event: tuple[str, str]) -> None:
+        while event not in cls.events:
+            await cls._recorded.wait()
+
     async def start(self) -> None:
-        await asyncio.sleep(0.01)
-        self.events.append(("start", self.spec.name))
+        self.record("start", self.spec.name)
+        if self.gate is not None:
+            await self.gate.wait()
 
     async def close(self) -> None:
-        self.events.append(("close", self.spec.name))
+        self.record("close", self.spec.name)
 
 
 @pytest.fixture(autouse=True)
 def _clear():
     RecordingEngine.events = []
+    RecordingEngine.gate = None
+    RecordingEngine._recorded = asyncio.Event()
 
 
-def scheduler(*specs: RuntimeSpec, **settings) -> Scheduler:
-    return Scheduler(Source(*specs), SchedulerSettings(**settings), engine_factory=RecordingEngine)
+class Observed(Scheduler):
+    """Tells the test when a load starts looking for room: from there it runs on until it has
+    room or waits for some, before any other task runs."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.making_room = asyncio.Event()
+
+    async def _make_room(self, spec: RuntimeSpec) -> None:
+        self.making_room.set()
+        await super()._make_room(spec)
 
 
-async def request(s: Scheduler, name: str, keep_alive: float | None = None, hold: float = 0.0) -> int:
-    async with s.use(name, keep_alive) as lease:
-        await asyncio.sleep(hold)
+def scheduler(*specs: RuntimeSpec, **settings) -> Observed:
+    return Observed(Source(*specs), SchedulerSettings(**settings), engine_factory=RecordingEngine)
+
+
+async def request(s: Scheduler, name: str, keep_alive: float | None = None, *, spec: RuntimeSpec | None = None,
+                  held: asyncio.Event | None = None, release: asyncio.Event | None = None) -> int:
+    """One request for `name`; it sets `held` once it holds the model and lets go when `release` is set."""
+    async with s.use(name, keep_alive, spec) as lease:
+        if held is not None:
+            held.set()
+        if release is not None:
+            await release.wait()
         return lease.load_duration_ns
 
 
@@ -76,8 +113,15 @@ def test_loads_on_first_use_and_reuses_after():
 
 def test_concurrent_first_requests_share_one_load():
     async def main():
-        s = scheduler(make_spec("a"))
-        await asyncio.gather(*(request(s, "a") for _ in range(5)))
+        spec = make_spec("a")
+        s = scheduler(spec)
+        RecordingEngine.gate = asyncio.Event()
+        # Given the spec (as the APIs give it), each request reaches the scheduler in its first step,
+        # so all five are waiting by the time the load starts.
+        requests = [asyncio.create_task(request(s, "a", spec=spec)) for _ in range(5)]
+        await RecordingEngine.until(("start", "a"))
+        RecordingEngine.gate.set()
+        assert await asyncio.gather(*requests) == [1000, 0, 0, 0, 0]  # only the first waited for the load
         assert RecordingEngine.events == [("start", "a")]
         await s.close()
     asyncio.run(main())
@@ -99,7 +143,7 @@ def test_keep_alive_expiry_unloads():
     async def main():
         s = scheduler(make_spec("a"))
         await request(s, "a", keep_alive=0.05)
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(RecordingEngine.until(("close", "a")), 30)
         assert s.running() == [] and RecordingEngine.events == [("start", "a"), ("close", "a")]
     asyncio.run(main())
 
@@ -130,10 +174,16 @@ def test_memory_budget_evicts_idle_models_before_a_load():
 def test_a_load_waits_for_a_busy_model_to_finish_when_memory_is_short():
     async def main():
         s = scheduler(make_spec("a", size=60), make_spec("b", size=60), memory_budget=100)
-        busy = asyncio.create_task(request(s, "a", hold=0.2))
-        await asyncio.sleep(0.05)
-        await request(s, "b")
-        assert busy.done()  # b could load only after a's request finished
+        held, release = asyncio.Event(), asyncio.Event()
+        busy = asyncio.create_task(request(s, "a", held=held, release=release))
+        await held.wait()
+        s.making_room.clear()
+        load_b = asyncio.create_task(request(s, "b"))
+        await s.making_room.wait()
+        assert ("start", "b") not in RecordingEngine.events and not load_b.done()  # b waits for room
+        release.set()
+        await load_b
+        assert busy.done()
         assert RecordingEngine.events.index(("close", "a")) < RecordingEngine.events.index(("start", "b"))
         await s.close()
     asyncio.run(main())
@@ -142,10 +192,13 @@ def test_a_load_waits_for_a_busy_model_to_finish_when_memory_is_short():
 def test_queue_full_is_server_busy():
     async def main():
         s = scheduler(make_spec("a", slots=1), max_queue=1)
-        holders = [asyncio.create_task(request(s, "a", hold=0.3)) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        release, held = asyncio.Event(), [asyncio.Event(), asyncio.Event()]
+        holders = [asyncio.create_task(request(s, "a", held=h, release=release)) for h in held]
+        for h in held:
+            await h.wait()  # one in the slot, one in the queue
         with pytest.raises(ServerBusyError):  # the server answers it with 503 (tests/server/test_errors.py)
             await request(s, "a")
+        release.set()
         await asyncio.gather(*holders)
         await s.close()
     asyncio.run(main())
@@ -163,17 +216,20 @@ def test_spec_only_change_swaps_without_reload_and_running_requests_keep_their_s
         source = Source(make_spec("a", system="old"))
         s = Scheduler(source, SchedulerSettings(), engine_factory=RecordingEngine)
         seen = []
+        held, release = asyncio.Event(), asyncio.Event()
 
         async def long():
             async with s.use("a") as lease:
-                await asyncio.sleep(0.1)
+                held.set()
+                await release.wait()
                 seen.append(lease.spec.system)
 
         task = asyncio.create_task(long())
-        await asyncio.sleep(0.03)
+        await held.wait()
         source.specs["a"] = make_spec("a", system="new")
         async with s.use("a") as lease:
             seen.append(lease.spec.system)
+        release.set()
         await task
         assert seen == ["new", "old"] and RecordingEngine.events == [("start", "a")]
         await s.close()
@@ -184,11 +240,13 @@ def test_load_change_loads_beside_and_drains_the_old_runner():
     async def main():
         source = Source(make_spec("a", num_ctx=2048))
         s = Scheduler(source, SchedulerSettings(), engine_factory=RecordingEngine)
-        old = asyncio.create_task(request(s, "a", hold=0.15))
-        await asyncio.sleep(0.05)
+        held, release = asyncio.Event(), asyncio.Event()
+        old = asyncio.create_task(request(s, "a", held=held, release=release))
+        await held.wait()
         source.specs["a"] = make_spec("a", num_ctx=4096)
         await request(s, "a")
-        assert RecordingEngine.events == [("start", "a"), ("start", "a")]
+        assert RecordingEngine.events == [("start", "a"), ("start", "a")]  # the old one still serves
+        release.set()
         await old
         assert RecordingEngine.events[-1] == ("close", "a")
         assert len(s.running()) == 1 and s.running()[0].spec.load.num_ctx == 4096
