@@ -17,7 +17,7 @@ from corral.compiler.gguf.check import check_gguf
 from corral.compiler.gguf.info import ModelInfo, read_model_info
 from corral.machine.gpus import GpuInventory
 from corral.compiler.plan import plan_memory
-from corral.compiler.resolve import (DIGEST, BaseModel, ModelResolver, expand, find_weights,
+from corral.compiler.resolve import (DIGEST, ModelResolver, ParentModel, expand, find_weights,
                                      looks_like_path, resolve_model, weights_ref)
 from corral.compiler.spec import (ChatMessage, LoadOptions, ModelSummary, RuntimeSpec, TemplateSpec,
                                   WeightsRef)
@@ -100,7 +100,7 @@ def _auto_slots(planned, options: CompileOptions):
 
 
 def _resolve_from(d: ModelDefinition, base_dir: Path, resolver: ModelResolver
-                  ) -> tuple[BaseModel | None, Path, WeightsRef]:
+                  ) -> tuple[ParentModel | None, Path, WeightsRef]:
     value, span = d.from_.value, d.from_.span
     digest = DIGEST.match(value)
     if digest:
@@ -133,7 +133,7 @@ def _adapter(value: str, span: Span | None, base_dir: Path) -> WeightsRef:
     return weights_ref(path.resolve())
 
 
-def _template(d: ModelDefinition, base: BaseModel | None, info: ModelInfo) -> TemplateSpec:
+def _template(d: ModelDefinition, base: ParentModel | None, info: ModelInfo) -> TemplateSpec:
     if d.template is not None:
         text, origin, span = d.template.value, "definition", d.template.span
     elif base is not None and base.template is not None:

@@ -21,8 +21,8 @@ DIGEST = re.compile(r"^@?sha256[:-]([0-9a-fA-F]{64})$")
 
 
 @dataclass(frozen=True)
-class BaseModel:
-    """A model in the store, as a new definition inherits it (FROM <name>)."""
+class ParentModel:
+    """The model a definition's FROM names, with what the definition inherits from it."""
 
     name: str
     weights: WeightsRef
@@ -35,7 +35,7 @@ class BaseModel:
 
 
 class ModelResolver(Protocol):
-    def model(self, name: str) -> BaseModel | None:
+    def model(self, name: str) -> ParentModel | None:
         """The stored model called `name`, or None."""
 
     def blob(self, digest: str) -> Path | None:
@@ -45,7 +45,7 @@ class ModelResolver(Protocol):
 class NoModels:
     """A resolver for definitions that may only name files (no store at hand)."""
 
-    def model(self, name: str) -> BaseModel | None:
+    def model(self, name: str) -> ParentModel | None:
         return None
 
     def blob(self, digest: str) -> Path | None:
@@ -91,7 +91,7 @@ def find_weights(path: Path, span: Span | None, what: str = "FROM") -> Path:
                        hint="paths are relative to the definition's folder")
 
 
-def resolve_model(resolver: ModelResolver, name: str, span: Span | None) -> BaseModel:
+def resolve_model(resolver: ModelResolver, name: str, span: Span | None) -> ParentModel:
     base = resolver.model(name)
     if base is None:
         raise UnknownModelError(f"model '{name}' not found", span,

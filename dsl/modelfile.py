@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from corral.dsl.build import Builder, Parsed
 from corral.dsl.decode import normalize
-from corral.dsl.syntax import Statement, parse_syntax, unknown_command
+from corral.dsl.syntax import Statement, closest_command, parse_syntax, unknown_command
 
 _TEXT_FIELDS = {"TEMPLATE": "template", "SYSTEM": "system", "REQUIRES": "requires",
                 "DRAFT": "draft", "RENDERER": "renderer", "PARSER": "parser"}
@@ -16,7 +16,7 @@ def parse_modelfile(text: str, path: str = "<string>") -> Parsed:
     syntax = parse_syntax(text, path)
     builder = Builder(path, syntax.lines, "modelfile")
     builder.extend(syntax.diagnostics)
-    builder.from_attempted = any(d.message.startswith("FROM ") for d in syntax.diagnostics)
+    builder.from_attempted = "FROM" in syntax.valueless
     for st in syntax.statements:
         _apply(builder, st)
     return builder.finish(syntax.trailing_comments)
@@ -27,7 +27,7 @@ def _apply(b: Builder, st: Statement) -> None:
     if not st.known:
         d = unknown_command(st.keyword, st.keyword_span)
         b.error(d.message, d.span, d.hint)
-        b.from_attempted |= d.hint == "did you mean 'FROM'?"
+        b.from_attempted |= closest_command(st.keyword) == "FROM"
     elif kw == "FROM":
         b.set_from(st.value, st.value_span, st.comments)
     elif kw == "PARAMETER":

@@ -7,6 +7,7 @@ line is blanked out and parsing starts again, so one run reports every error in 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -43,6 +44,7 @@ class Syntax:
     trailing_comments: tuple[str, ...]
     diagnostics: tuple[Diagnostic, ...]
     lines: tuple[str, ...]  # source lines, for excerpts
+    valueless: frozenset[str] = frozenset()  # commands written without a value (each a diagnostic)
 
 
 @lru_cache(maxsize=1)
@@ -55,6 +57,7 @@ def parse_syntax(text: str, path: str) -> Syntax:
     """Parse normalized Modelfile text into statements, collecting every syntax error."""
     lines = tuple(text.split("\n"))
     diagnostics: list[Diagnostic] = []
+    valueless: set[str] = set()
     work = text
     while True:
         try:
@@ -62,8 +65,10 @@ def parse_syntax(text: str, path: str) -> Syntax:
             break
         except UnexpectedInput as e:
             pos = len(work) if _at_eof(e) else e.pos_in_stream
-            diag, blank_to_end = _diagnose(e, work, pos, path)
+            diag, blank_to_end, command = _diagnose(e, work, pos, path)
             diagnostics.append(diag)
+            if command is not None:
+                valueless.add(command)
             if blank_to_end or len(diagnostics) >= _MAX_ERRORS:
                 cut = work.rfind("\n", 0, pos) + 1
                 tree = None
@@ -76,7 +81,7 @@ def parse_syntax(text: str, path: str) -> Syntax:
             work = _blank_line(work, pos)
     statements, trailing = _statements(tree, text, path) if tree is not None else ((), ())
     with_lines = tuple(_with_line(d, lines) for d in diagnostics)
-    return Syntax(statements, trailing, with_lines, lines)
+    return Syntax(statements, trailing, with_lines, lines, frozenset(valueless))
 
 
 def _with_line(d: Diagnostic, lines: tuple[str, ...]) -> Diagnostic:
@@ -96,8 +101,9 @@ def _blank_line(text: str, pos: int) -> str:
     return text[:start] + " " * (end - start) + text[end:]
 
 
-def _diagnose(e: UnexpectedInput, text: str, pos: int, path: str) -> tuple[Diagnostic, bool]:
-    """A user-facing message for a Lark error at `pos`; True when the rest of the file is lost."""
+def _diagnose(e: UnexpectedInput, text: str, pos: int, path: str) -> tuple[Diagnostic, bool, str | None]:
+    """A user-facing message for a Lark error at `pos`; True when the rest of the file is lost;
+    the command written without a value, when that is the error."""
     expected = set(e.expected if isinstance(e, UnexpectedToken) else (e.allowed or ()))
     line_start = text.rfind("\n", 0, pos) + 1
     line_end = text.find("\n", pos)
@@ -110,27 +116,27 @@ def _diagnose(e: UnexpectedInput, text: str, pos: int, path: str) -> tuple[Diagn
         token = rest.split(None, 1)[0] if rest.strip() else rest
         if word and word.upper() in COMMANDS and (rest[len(word):len(word) + 1] in ("", "\n")):
             return Diagnostic(f"{word.upper()} needs a value", _span(path, text, pos, len(word)),
-                              hint=f"write it as `{word.upper()} <value>` on one line"), False
+                              hint=f"write it as `{word.upper()} <value>` on one line"), False, word.upper()
         if word and rest[len(word):len(word) + 1] in ("", "\n"):
-            return unknown_command(word, _span(path, text, pos, len(word))), False
+            return unknown_command(word, _span(path, text, pos, len(word))), False, None
         return Diagnostic(
             f"invalid command {token!r}: a command is a word of letters followed by a space",
             _span(path, text, pos, len(token)),
             hint=did_you_mean(word, COMMANDS) if word else f"commands are {', '.join(COMMANDS)}",
-        ), False
+        ), False, None
     if "TRIPLE_QUOTED" in expected and rest.startswith('"'):
         quote = '"""' if rest.startswith('"""') else '"'
         return Diagnostic(
             f"unterminated {quote} value: the quote opened here is never closed",
             _span(path, text, pos, len(quote)),
             hint=f"end the value with {quote}; only spaces may follow the closing {quote} on its line",
-        ), True
+        ), True, None
     if expected == {"PARAM_NAME"}:
         return Diagnostic("expected a parameter name after PARAMETER", here,
-                          hint="write it as `PARAMETER <name> <value>`"), False
+                          hint="write it as `PARAMETER <name> <value>`"), False, None
     if expected == {"ROLE"}:
         return Diagnostic("expected a message role after MESSAGE", here,
-                          hint="write it as `MESSAGE <role> <content>`; roles are system, user, assistant, tool"), False
+                          hint="write it as `MESSAGE <role> <content>`; roles are system, user, assistant, tool"), False, None
     if expected == {"_SEP"}:
         head = line.lstrip().split(None, 1)[0].upper() if line.strip() else ""
         prev = _trailing_word(text[line_start:pos])
@@ -138,12 +144,18 @@ def _diagnose(e: UnexpectedInput, text: str, pos: int, path: str) -> tuple[Diagn
         if rest[:1] in ("", "\n"):
             thing = f"parameter {prev!r}" if head == "PARAMETER" else f"MESSAGE {prev}"
             return Diagnostic(f"{thing} has no value", here,
-                              hint="put the value on the same line, after a space"), False
+                              hint="put the value on the same line, after a space"), False, None
         bad = rest[0]
         return Diagnostic(f"invalid character {bad!r} in {what} {prev + rest.split(None, 1)[0]!r}",
                           here, hint="parameter names are letters, digits and '_'" if head == "PARAMETER"
-                          else "roles are system, user, assistant, tool"), False
-    return Diagnostic(f"unexpected {rest[:1]!r}" if rest else "unexpected end of file", here), False
+                          else "roles are system, user, assistant, tool"), False, None
+    return Diagnostic(f"unexpected {rest[:1]!r}" if rest else "unexpected end of file", here), False, None
+
+
+def closest_command(word: str) -> str | None:
+    """The command an unknown word was most likely meant to be (the one `unknown_command` suggests)."""
+    close = difflib.get_close_matches(word.lower(), [c.lower() for c in COMMANDS], n=1, cutoff=0.6)
+    return close[0].upper() if close else None
 
 
 def unknown_command(word: str, span: Span) -> Diagnostic:

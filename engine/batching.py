@@ -83,8 +83,11 @@ class _Slot:
     last_used: int = 0
 
 
-class Scheduler:
-    """Slots, admission and the per-step batch for generation; embeddings via `EmbedBatcher`."""
+class BatchLoop:
+    """Slots, admission and the per-step batch for generation; embeddings via `EmbedBatcher`.
+
+    The worker's loop over one model; the scheduler that loads and evicts models is
+    corral.runtime.scheduler.Scheduler."""
 
     def __init__(self, model: Model, ctx: Context, *, n_slots: int, slot_ctx: int,
                  embedder: "EmbedBatcher") -> None:

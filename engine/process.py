@@ -39,7 +39,8 @@ from corral.engine.requests import Chunk, Embeddings, EmbedRequest, Failure, Fin
 
 log = logging.getLogger(__name__)
 
-_Message = Union[Chunk, Final, Embeddings, Failure, worker.Tokens, BaseException]
+# What a request's queue receives: the worker's replies, or an exception when the worker is gone.
+_Reply = Union[Chunk, Final, Embeddings, Failure, worker.Tokens, BaseException]
 _TERMINAL = (Final, Failure, Embeddings, worker.Tokens)
 _SHUTDOWN_GRACE_S = 5.0
 
@@ -88,7 +89,7 @@ class Engine:
         self._start_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._incarnation = 0  # which worker process a request was sent to
-        self._waiters: dict[str, tuple[int, asyncio.Queue[_Message]]] = {}
+        self._waiters: dict[str, tuple[int, asyncio.Queue[_Reply]]] = {}
         self._closed = False
 
     @property
@@ -234,11 +235,11 @@ class Engine:
             return list(item.tokens)
         raise _as_error(item)
 
-    async def _submit(self, message: GenerateRequest | EmbedRequest | worker.Tokenize) -> asyncio.Queue[_Message]:
+    async def _submit(self, message: GenerateRequest | EmbedRequest | worker.Tokenize) -> asyncio.Queue[_Reply]:
         await self.start()  # after a crash, this is where the next request restarts the worker
         if message.id in self._waiters:
             raise EngineInputError(f"a request with id {message.id!r} is already in flight")
-        queue: asyncio.Queue[_Message] = asyncio.Queue()
+        queue: asyncio.Queue[_Reply] = asyncio.Queue()
         self._waiters[message.id] = (self._incarnation, queue)
         try:
             self._send(message)
@@ -284,7 +285,7 @@ class Engine:
         except RuntimeError:
             pass  # the event loop is closed: nobody is waiting any more
 
-    def _dispatch(self, messages: list[_Message]) -> None:
+    def _dispatch(self, messages: list[_Reply]) -> None:
         for message in messages:
             entry = self._waiters.get(message.id)
             if entry is None:

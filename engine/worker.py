@@ -112,7 +112,7 @@ def run(conn: Connection, config: WorkerConfig) -> None:
 class _Worker:
     def __init__(self, conn: Connection, config: WorkerConfig) -> None:
         # llama_cpp loads its shared library on import: only here, never in the server process.
-        from corral.engine.batching import EmbedBatcher, Scheduler
+        from corral.engine.batching import BatchLoop, EmbedBatcher
         from corral.engine.llama import Batch, Context, Model, default_threads
 
         self.conn = conn
@@ -138,7 +138,7 @@ class _Worker:
             return ctx
 
         embedder = EmbedBatcher(self.model, embeddings_context, limit=load.num_ctx)
-        self.scheduler = Scheduler(self.model, self.ctx, n_slots=n_slots, slot_ctx=self.slot_ctx,
+        self.batch_loop = BatchLoop(self.model, self.ctx, n_slots=n_slots, slot_ctx=self.slot_ctx,
                                    embedder=embedder)
         self._replies: list[object] = []
 
@@ -158,15 +158,15 @@ class _Worker:
             self.ctx.seq_rm(0, -1, -1)
 
     def serve(self) -> None:
-        scheduler = self.scheduler
+        batch_loop = self.batch_loop
         while True:
-            if not scheduler.busy and not self._replies:
+            if not batch_loop.busy and not self._replies:
                 if not self._handle(self.conn.recv()):
                     return
             while self.conn.poll():
                 if not self._handle(self.conn.recv()):
                     return
-            out = self._replies + scheduler.step()
+            out = self._replies + batch_loop.step()
             self._replies = []
             if out:
                 self.conn.send(out)
@@ -174,11 +174,11 @@ class _Worker:
     def _handle(self, message: object) -> bool:
         """Apply one message from the parent; False means stop serving."""
         if isinstance(message, GenerateRequest):
-            self.scheduler.submit(message)
+            self.batch_loop.submit(message)
         elif isinstance(message, EmbedRequest):
-            self.scheduler.submit_embed(message)
+            self.batch_loop.submit_embed(message)
         elif isinstance(message, Cancel):
-            self.scheduler.cancel(message.id)
+            self.batch_loop.cancel(message.id)
         elif isinstance(message, Tokenize):
             tokens = self.model.tokenize(message.text, add_special=False, parse_special=True)
             self._replies.append(Tokens(message.id, tuple(tokens)))
@@ -189,6 +189,6 @@ class _Worker:
         return True
 
     def close(self) -> None:
-        self.scheduler.close()
+        self.batch_loop.close()
         self.ctx.close()
         self.model.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from corral.compiler.compile import CompileOptions, compile_definition
-from corral.compiler.resolve import BaseModel
+from corral.compiler.resolve import ParentModel
 from corral.compiler.spec import RuntimeSpec
 from corral.dsl.ir import ModelDefinition
 from corral.store import names
@@ -30,7 +30,7 @@ class StoreResolver:
     def __init__(self, store: Store):
         self.store = store
 
-    def model(self, name: str) -> BaseModel | None:
+    def model(self, name: str) -> ParentModel | None:
         try:
             manifest = self.store.read_manifest(name)
         except (ModelNotFoundError, names.InvalidNameError):

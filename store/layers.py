@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from corral.compiler.resolve import BaseModel, weights_ref
+from corral.compiler.resolve import ParentModel, weights_ref
 from corral.compiler.spec import ChatMessage, RuntimeSpec
 from corral.dsl import parameters as P
 from corral.dsl.ir import Message, ModelDefinition, Parameter, Text
@@ -85,10 +85,10 @@ def definition_of(store: Store, parts: StoredParts) -> ModelDefinition:
     )
 
 
-def base_model(store: Store, parts: StoredParts, name: str) -> BaseModel:
+def base_model(store: Store, parts: StoredParts, name: str) -> ParentModel:
     """What a definition saying `FROM <name>` inherits."""
     d = definition_of(store, parts)
-    return BaseModel(
+    return ParentModel(
         name=name,
         weights=weights_ref(store.blob_path(parts.model.digest), str(parts.model.digest)),
         adapters=tuple(weights_ref(store.blob_path(a.digest), str(a.digest)) for a in parts.adapters),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from corral.compiler.gotemplate.nodes import Action, Command, Field, Pipe, Tree, cut_after_response, identifiers
+from corral.compiler.gotemplate.nodes import Action, Command, FieldNode, Pipe, Tree, cut_after_response, identifiers
 from corral.compiler.gotemplate.lexer import GoSource, shift_span
 from corral.compiler.gotemplate.parser import parse
 from corral.compiler.gotemplate.translate import Positions, source_range, translate_nodes
@@ -50,7 +50,7 @@ class GoTemplate:
 
 
 def _response_action(at: int) -> Action:
-    field = Field(("Response",), at, at)
+    field = FieldNode(("Response",), at, at)
     return Action(Pipe((), False, (Command((field,), at, at),), at, at), at, at)
 
 

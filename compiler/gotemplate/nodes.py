@@ -2,7 +2,8 @@
 
 Nodes mirror `text/template/parse`: statements (text, actions, if/range/with, ...) hold
 pipelines, pipelines hold commands, commands hold arguments. Every node keeps the offsets
-of the source it came from so later stages can point at it.
+of the source it came from so later stages can point at it. `FieldNode`, `LiteralNode` and
+`TextNode` carry Go's suffix so as not to read as pydantic's Field, typing's Literal or the IR's Text.
 
 Ollama inspects the tree before executing it, and a faithful renderer must do the same:
 `identifiers` lists the field and variable names used (a template that mentions
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 
 # --- arguments -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Field:
+class FieldNode:
     names: tuple[str, ...]   # .A.B -> ("A", "B")
     start: int
     end: int
@@ -40,7 +41,7 @@ class Dot:
 
 
 @dataclass(frozen=True, slots=True)
-class Literal:
+class LiteralNode:
     value: str | int | float | bool | None   # None is Go's nil
     start: int
     end: int
@@ -77,12 +78,12 @@ class Pipe:
     end: int
 
 
-Arg = Field | Variable | Dot | Literal | Ident | Chain | Pipe
+Arg = FieldNode | Variable | Dot | LiteralNode | Ident | Chain | Pipe
 
 
 # --- statements ------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Text:
+class TextNode:
     text: str
     start: int
     end: int
@@ -122,7 +123,7 @@ class TemplateCall:
     end: int
 
 
-Node = Text | Action | Branch | LoopControl | TemplateCall
+Node = TextNode | Action | Branch | LoopControl | TemplateCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,7 @@ class Tree:
 
 # --- walks -----------------------------------------------------------------------------
 def _arg_names(arg: Arg) -> Iterator[str]:
-    if isinstance(arg, Field):
+    if isinstance(arg, FieldNode):
         yield from arg.names
     elif isinstance(arg, Variable):
         yield arg.name
@@ -204,7 +205,7 @@ class _Cutter:
             for arg in command.args:
                 if self.cut:
                     continue
-                if isinstance(arg, Field) and "Response" in arg.names:
+                if isinstance(arg, FieldNode) and "Response" in arg.names:
                     self.cut = True
                     args.append(arg)
                 elif isinstance(arg, Pipe):

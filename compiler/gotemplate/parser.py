@@ -10,7 +10,7 @@ nests them.
 from __future__ import annotations
 
 from corral.compiler.errors import TemplateError
-from corral.compiler.gotemplate.nodes import (Action, Arg, Branch, Chain, Command, Dot, Field, Ident, Literal, LoopControl, Node, Pipe, TemplateCall, Text, Tree, Variable)
+from corral.compiler.gotemplate.nodes import (Action, Arg, Branch, Chain, Command, Dot, FieldNode, Ident, LiteralNode, LoopControl, Node, Pipe, TemplateCall, TextNode, Tree, Variable)
 from corral.compiler.gotemplate.lexer import GoSource, Tok, Token, lex
 from corral.dsl.errors import did_you_mean
 
@@ -106,7 +106,7 @@ class Parser:
                                     "close the block with {{ end }}")
                 return tuple(nodes), tok
             if tok.kind is Tok.TEXT:
-                nodes.append(Text(str(tok.value), tok.start, tok.end))
+                nodes.append(TextNode(str(tok.value), tok.start, tok.end))
                 continue
             word = self.peek()
             if word.kind is Tok.KEYWORD and word.value in ("end", "else"):
@@ -235,7 +235,7 @@ class Parser:
         if self.peek().kind is not end:
             raise self.unexpected(self.peek(), context)
         for stage, command in enumerate(commands[1:], start=2):
-            if isinstance(command.args[0], (Literal, Dot)):
+            if isinstance(command.args[0], (LiteralNode, Dot)):
                 raise self.src.error(f"non executable command in pipeline stage {stage}",
                                      command.start, command.end)
         # Declared names become visible only after the whole pipeline, as in Go.
@@ -265,11 +265,11 @@ class Parser:
             end = tok.end
         if not names:
             return node
-        if isinstance(node, Field):
-            return Field(node.names + tuple(names), node.start, end)
+        if isinstance(node, FieldNode):
+            return FieldNode(node.names + tuple(names), node.start, end)
         if isinstance(node, Variable):
             return Variable(node.name, node.slot, node.names + tuple(names), node.start, end)
-        if isinstance(node, (Literal, Dot)):
+        if isinstance(node, (LiteralNode, Dot)):
             raise self.src.error("unexpected . after term", node.start, end)
         return Chain(node, tuple(names), node.start, end)
 
@@ -283,11 +283,11 @@ class Parser:
         if tok.kind is Tok.DOT:
             return Dot(tok.start, tok.end)
         if tok.kind is Tok.FIELD:
-            return Field((str(tok.value)[1:],), tok.start, tok.end)
+            return FieldNode((str(tok.value)[1:],), tok.start, tok.end)
         if tok.kind is Tok.VARIABLE:
             return self.lookup(tok)
         if tok.kind is Tok.KEYWORD and tok.value == "nil":
-            return Literal(None, tok.start, tok.end)
+            return LiteralNode(None, tok.start, tok.end)
         if tok.kind in _LITERAL_TOKENS:
             value: str | int | float | bool = tok.value
             if tok.kind is Tok.BOOL:
@@ -297,7 +297,7 @@ class Parser:
                     value = _number(str(tok.value))
                 except ValueError:
                     raise self.fail(f"bad number syntax: {tok.value!r}", tok) from None
-            return Literal(value, tok.start, tok.end)
+            return LiteralNode(value, tok.start, tok.end)
         if tok.kind is Tok.LPAREN:
             pipe = self.pipeline("parenthesized pipeline", Tok.RPAREN)
             close = self.next()

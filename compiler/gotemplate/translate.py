@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from corral.compiler.gotemplate.nodes import (Action, Arg, Branch, Chain, Command, Dot, Field, Ident, Literal, LoopControl, Node, Pipe, TemplateCall, Text, Tree, Variable)
+from corral.compiler.gotemplate.nodes import (Action, Arg, Branch, Chain, Command, Dot, FieldNode, Ident, LiteralNode, LoopControl, Node, Pipe, TemplateCall, TextNode, Tree, Variable)
 from corral.compiler.gotemplate.lexer import GoSource
 
 # name -> (Jinja function, fewest arguments, most arguments or None)
@@ -124,7 +124,7 @@ class Translator:
 
     def mark(self, node: Node) -> None:
         """Move the next code node to its Go line and note which Go source its Jinja line holds."""
-        if isinstance(node, Text):
+        if isinstance(node, TextNode):
             return  # text cannot fail, so it needs no position
         go_line = self.src.text.count("\n", 0, node.start) + 1
         self.pad = max(0, go_line - self.line)
@@ -149,7 +149,7 @@ class Translator:
     def nodes(self, nodes: tuple[Node, ...], scope: _Scope) -> None:
         for node in nodes:
             self.mark(node)
-            if isinstance(node, Text):
+            if isinstance(node, TextNode):
                 self.emit(jinja_text(node.text))
             elif isinstance(node, Action):
                 self.action(node, scope)
@@ -245,7 +245,7 @@ class Translator:
         if len(command.args) > 1 or piped is not None:
             raise self.src.error("can't give argument to non-function", first.start, first.end,
                                  "only functions such as printf or index take arguments")
-        if isinstance(first, Literal) and first.value is None:
+        if isinstance(first, LiteralNode) and first.value is None:
             raise self.src.error("nil is not a command", first.start, first.end)
         return self.arg(first, scope)
 
@@ -266,14 +266,14 @@ class Translator:
         return f"{target}({', '.join(values)})"
 
     def arg(self, arg: Arg, scope: _Scope) -> str:
-        if isinstance(arg, Field):
+        if isinstance(arg, FieldNode):
             return self.fields(scope.dot, arg.names)
         if isinstance(arg, Variable):
             base = scope.root if arg.slot == "$" else self.slot(arg)
             return self.fields(base, arg.names)
         if isinstance(arg, Dot):
             return scope.dot
-        if isinstance(arg, Literal):
+        if isinstance(arg, LiteralNode):
             return self.literal(arg)
         if isinstance(arg, Ident):
             return self.call(arg, (), None, scope)
@@ -289,7 +289,7 @@ class Translator:
             return base
         return f"go_field({base}, {', '.join(jinja_string(n) for n in names)})"
 
-    def literal(self, lit: Literal) -> str:
+    def literal(self, lit: LiteralNode) -> str:
         value = lit.value
         if value is None:
             return "none"

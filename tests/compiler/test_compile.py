@@ -10,7 +10,7 @@ import pytest
 from corral.compiler.compile import CompileOptions, compile_definition
 from corral.compiler.errors import GGUFError, TemplateError, UnknownModelError, WeightsError
 from corral.machine.gpus import GpuInventory
-from corral.compiler.resolve import BaseModel, NoModels, weights_ref
+from corral.compiler.resolve import NoModels, ParentModel, weights_ref
 from corral.compiler.spec import ChatMessage
 from corral.dsl import parse_modelfile
 from tests.ggufs import TinyLlama, truncated, write_tiny_llama
@@ -28,7 +28,7 @@ def folder(tmp_path: Path) -> Path:
 class Stored:
     """A resolver holding one stored model, as the runtime's store would offer it."""
 
-    def __init__(self, base: BaseModel):
+    def __init__(self, base: ParentModel):
         self.base = base
 
     def model(self, name: str):
@@ -141,7 +141,7 @@ def test_digests_tell_a_spec_change_from_a_reload(folder):
 
 
 def test_from_a_stored_model_inherits_and_overrides(folder):
-    base = BaseModel(name="base", weights=weights_ref(folder / "tiny.gguf", "sha256:" + "a" * 64),
+    base = ParentModel(name="base", weights=weights_ref(folder / "tiny.gguf", "sha256:" + "a" * 64),
                      template="{{ .Prompt }}", system="base system",
                      parameters={"temperature": 0.5, "top_k": 3, "stop": ("x",)},
                      messages=(ChatMessage(role="user", content="hi"),), licenses=("MIT",))

@@ -102,6 +102,21 @@ def test_every_error_is_reported_in_source_order():
     ]
 
 
+@pytest.mark.parametrize(
+    "text, messages",
+    [
+        ("FROM\n", ["FROM needs a value"]),  # a FROM was written: no "no FROM" on top of it
+        ("from\nPARAMETER temperature 1\n", ["FROM needs a value"]),
+        ("FORM x\n", ["unknown command 'FORM'"]),  # meant as FROM
+        ("FROMM x\n", ["unknown command 'FROMM'"]),
+        ("SYSTM x\n", ["unknown command 'SYSTM'", "no FROM: a definition must say where its weights come from"]),
+        ("MESSAGE\n", ["MESSAGE needs a value", "no FROM: a definition must say where its weights come from"]),
+    ],
+)
+def test_a_broken_from_is_not_also_a_missing_one(text, messages):
+    assert [d.message for d in errors_of(text).diagnostics] == messages
+
+
 def test_error_fields_describe_the_first_error():
     e = errors_of("FROM x\nPARAMETER top_k -3\n")
     assert (e.path, e.line, e.column) == ("m.Modelfile", 2, 17)
