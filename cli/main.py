@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-# Commands that run models load llama.cpp before anything imports numpy: on the CUDA build of
-# llama-cpp-python (seen on an H100), a process that had loaded numpy first (through the gguf
-# package) segfaulted in llama_model_load_from_file. Spawned workers re-run this module first.
+# A model worker of `serve`/`run` re-runs this module first: it loads llama.cpp before anything
+# imports numpy (corral.engine.native says why); the command's own process never loads it.
 if any(arg in ("serve", "start", "run") for arg in sys.argv[1:3]):
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:  # the serve extra is not installed; the command says so itself
-        pass
+    from corral.engine.native import load_in_worker
+
+    load_in_worker()
 from importlib.metadata import version
 from typing import Callable, Sequence
 

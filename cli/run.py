@@ -3,8 +3,9 @@
 Two ways to reach a model, behind one small interface (`Session`):
 
 * `ServerSession`: a server answers at CORRAL_HOST, so the request goes to its /api/chat;
-* `LocalSession`: no server answers, so this process runs the model itself, with the same
-  scheduler, prompt assembly and engine a server uses; `corral run` then needs no `serve` step.
+* `LocalSession`: no server answers, so this process runs the model itself: a runtime built by
+  the same `build_runtime` as a server's, and each answer planned and run by the same code
+  (corral.runtime.inference), so it is the server's answer; `corral run` then needs no `serve` step.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import argparse
 import asyncio
 import logging
 import sys
-import time
-import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from corral.cli import output
 from corral.cli.client import Client, Message
@@ -24,27 +23,14 @@ from corral.cli.context import report
 from corral.errors import CorralError
 from corral.dsl.parameters import ParamValue
 
+if TYPE_CHECKING:  # the runtime loads only when a command runs a model
+    from corral.config.settings import Settings
+    from corral.runtime.inference import Done
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 OnText = Callable[[str], None]
 Options = Mapping[str, ParamValue]
-
-
-@dataclass(frozen=True)
-class Stats:
-    """What `--verbose` prints after an answer (nanoseconds and token counts, as Ollama reports)."""
-
-    done_reason: str = "stop"
-    total_duration: int = 0
-    load_duration: int = 0
-    prompt_eval_count: int = 0
-    prompt_eval_duration: int = 0
-    eval_count: int = 0
-    eval_duration: int = 0
-
-    @classmethod
-    def of(cls, final: Mapping[str, Any]) -> Stats:
-        return cls(**{k: final[k] for k in cls.__dataclass_fields__ if final.get(k) is not None})
 
 
 class Session(Protocol):
@@ -52,8 +38,9 @@ class Session(Protocol):
 
     model: str
 
-    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText) -> Stats:
-        """Stream one answer to `on_text`; KeyboardInterrupt stops it (and the generation)."""
+    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText) -> Done:
+        """Stream one answer to `on_text`, then its statistics; KeyboardInterrupt stops it (and the
+        generation)."""
 
     def show(self) -> dict[str, Any]:
         """/api/show's fields for the model (modelfile, parameters, template, system, details, ...)."""
@@ -71,7 +58,7 @@ class ServerSession:
         self.model = model
         self.keep_alive = keep_alive
 
-    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText) -> Stats:
+    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText) -> Done:
         final: dict[str, Any] = {}
         stream = self.client.chat(self.model, messages, options=_json_options(options) or None,
                                   format=format, keep_alive=self.keep_alive)
@@ -84,7 +71,9 @@ class ServerSession:
                     final = dict(chunk)
         finally:
             stream.close()  # closes the connection at once on Ctrl-C: the server stops generating
-        return Stats.of(final)
+        from corral.runtime.inference import Done
+
+        return Done.from_reply(final)
 
     def show(self) -> dict[str, Any]:
         return dict(self.client.show(self.model))
@@ -109,63 +98,42 @@ def _show_runtime_warnings() -> None:
 
 
 class LocalSession:
-    """The model run by this process: a Scheduler over the store, driven by one event loop."""
+    """The model run by this process, over the runtime a server would build, on one event loop."""
 
     def __init__(self, model: str, keep_alive: float | None):
         _show_runtime_warnings()
-        from corral.cli.context import compile_options, store
-        from corral.sources.stored import Models
-        from corral.runtime.scheduler import Scheduler, SchedulerSettings
+        from corral.runtime.compose import build_runtime
 
         self.model = model
         self.keep_alive = keep_alive
-        self.models = Models(store(), compile_options())
+        # The store's models (not CORRAL_LIBRARY's), kept loaded between REPL turns; close()
+        # unloads them when the command ends.
+        self.runtime = build_runtime(_settings(), serve_library=False, keep_alive=-1.0)
+        self.models = self.runtime.models
         self.models.spec(model)  # ModelNotFoundError before anything loads
-        # Keep the model loaded between REPL turns; close() unloads it when the command ends.
-        self.scheduler = Scheduler(self.models, SchedulerSettings(keep_alive=-1.0))
         # asyncio.Runner turns Ctrl-C into a cancellation of the running answer, then raises
         # KeyboardInterrupt here, so the engine's request is cancelled rather than abandoned.
         self.runner = asyncio.Runner()
 
-    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText) -> Stats:
+    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText) -> Done:
         return self.runner.run(self._chat(messages, options, format, on_text))
 
     async def _chat(self, messages: list[Message], options: Options, format: str | None,
-                    on_text: OnText) -> Stats:
-        from corral.compiler.templates.prompt import chat_prompt
-        from corral.engine.requests import Chunk, Final, GenerateRequest, Sampling
+                    on_text: OnText) -> Done:
+        """The server's /api/chat without HTTP: the same planning, the same events."""
+        from corral.runtime.inference import ChatInput, Done, Text, plan_chat, run
 
-        start = time.monotonic_ns()
-        async with self.scheduler.use(self.model, self.keep_alive) as lease:
-            spec = lease.spec
-            grammar = None
-            if format == "json":
-                from corral.server.structured import json_grammar
-
-                grammar = json_grammar()
-            stop = options.get("stop")
-            request = GenerateRequest(
-                id=uuid.uuid4().hex, prompt=chat_prompt(spec, messages, None),
-                sampling=Sampling.from_options(spec.options, options),
-                stop=tuple(stop) if isinstance(stop, tuple) else spec.stop, grammar=grammar,
-            )
-            final: Final | None = None
-            stream = lease.engine.generate(request)
-            try:
-                async for item in stream:
-                    if isinstance(item, Chunk):
-                        if item.text:
-                            on_text(item.text)
-                    elif isinstance(item, Final):
-                        final = item
-            finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-        if final is None:
-            return Stats(total_duration=time.monotonic_ns() - start, load_duration=lease.load_duration_ns)
-        return Stats(final.done_reason, time.monotonic_ns() - start, lease.load_duration_ns,
-                     final.prompt_eval_count, final.prompt_eval_duration, final.eval_count, final.eval_duration)
+        job = ChatInput(messages=[dict(m) for m in messages], format=format, options=dict(options))
+        done = Done()
+        events = run(self.runtime.scheduler, self.models, self.model, self.keep_alive,
+                     lambda spec: plan_chat(spec, job))
+        async with aclosing(events) as it:
+            async for event in it:
+                if isinstance(event, Text):
+                    on_text(event.text)
+                elif isinstance(event, Done):
+                    done = event
+        return done
 
     def show(self) -> dict[str, Any]:
         info = self.models.show(self.model)
@@ -175,9 +143,23 @@ class LocalSession:
 
     def close(self) -> None:
         try:
-            self.runner.run(self.scheduler.close())
+            self.runner.run(self.runtime.close())
         finally:
             self.runner.close()
+
+
+def _settings() -> Settings:
+    """The CORRAL_* settings a server would read; a bad value is the user's error."""
+    from pydantic import ValidationError
+
+    from corral.config.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as e:
+        problem = e.errors()[0]
+        field = ".".join(str(p) for p in problem["loc"])
+        raise CorralError(f"CORRAL_{field.upper()}: {problem['msg']}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -267,7 +249,7 @@ def go_duration(ns: int) -> str:
     return format_go_duration(ns / 1e9)
 
 
-def render_stats(s: Stats) -> str:
+def render_stats(s: Done) -> str:
     """Ollama's `--verbose` block."""
     def rate(count: int, ns: int) -> str:
         return f"{count / (ns / 1e9):.2f} tokens/s" if ns > 0 else "n/a"

@@ -1,11 +1,14 @@
-"""One generation, shared by both APIs: validate, build the prompt, hold a runner, stream events.
+"""One generation, the same for both APIs and for `corral run`: plan the request, hold a runner,
+stream events.
 
-Each API turns its body into a `ChatInput` or `GenerateInput`; `plan_chat` / `plan_generate`
-make the engine request from it and a RuntimeSpec (prompt, sampling, stops, grammar, tool
-parsing); `run` does the checks that can fail fast (unknown model: 404, bad input: 400) before it
-asks the scheduler for a runner, and yields `Text`, `Calls` and one final `Done`. It replans if
-the model was hot-swapped between the check and the lease. Leaving the iteration early (a client
-that went away) closes the engine's iterator and returns the runner at once.
+Each caller turns its input into a `ChatInput` or `GenerateInput` (the server from an API body,
+`corral run` from its conversation); `plan_chat` / `plan_generate` make the engine request from it
+and a RuntimeSpec (prompt via the chat template, sampling defaults, stops, grammar for structured
+output, tool parsing), raising RequestError (corral.runtime.errors) for input they cannot use;
+`run` does the checks that can fail fast (unknown model, bad input) before it asks the scheduler
+for a runner, and yields `Text`, `Calls` and one final `Done`, which carries Ollama's statistics.
+It replans if the model was hot-swapped between the check and the lease. Leaving the iteration
+early (a client that went away, Ctrl-C) closes the engine's iterator and returns the runner at once.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from corral.compiler.spec import RuntimeSpec
 from corral.dsl.parameters import LOAD_TIME
 from corral.engine.errors import EngineError
 from corral.engine.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling
-from corral.server.errors import BadRequestError, UnsupportedError
-from corral.server.structured import format_grammar, tool_call_grammar
-from corral.server.tools import (ToolCall, ToolStream, functions, messages_without_tools,
-                                 template_has_tools)
+from corral.runtime.errors import InvalidRequestError, UnsupportedRequestError
+from corral.runtime.scheduler import ModelSource, Scheduler
+from corral.runtime.structured import format_grammar, tool_call_grammar
+from corral.runtime.tools import (ToolCall, ToolStream, functions, messages_without_tools,
+                                  template_has_tools)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +50,14 @@ class Calls:
 
 @dataclass(frozen=True)
 class Done:
-    """The end of a generation, with Ollama's statistics (nanoseconds)."""
+    """The end of a generation, with Ollama's final statistics (nanoseconds).
 
-    done_reason: str
+    The one record of them: the engine's `Final` counts tokens and times the evaluation, `of` adds
+    the load and total durations, and `from_reply` reads them back out of a server's final chunk
+    (`corral run` through a server).
+    """
+
+    done_reason: str = "stop"
     prompt_eval_count: int = 0
     prompt_eval_duration: int = 0
     eval_count: int = 0
@@ -57,11 +66,24 @@ class Done:
     total_duration: int = 0
     prompt_cached: int = 0  # prompt tokens reused from a slot's cache, not evaluated again
 
+    @classmethod
+    def of(cls, final: Final, load_duration: int, total_duration: int) -> Done:
+        return cls(final.done_reason, final.prompt_eval_count, final.prompt_eval_duration, final.eval_count,
+                   final.eval_duration, load_duration, total_duration, final.prompt_tokens_cached)
+
+    @classmethod
+    def from_reply(cls, chunk: Mapping[str, Any]) -> Done:
+        """The statistics of an Ollama reply's final chunk (fields left out are zero)."""
+        found = {k: chunk[k] for k in ("done_reason", *_STATS) if chunk.get(k) is not None}
+        return cls(**found)
+
     def stats(self) -> dict[str, int]:
         """The metric fields of Ollama's final chunk, zeros left out (Go's omitempty)."""
-        names = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
-                 "eval_count", "eval_duration")
-        return {n: getattr(self, n) for n in names if getattr(self, n)}
+        return {n: getattr(self, n) for n in _STATS if getattr(self, n)}
+
+
+_STATS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
+          "eval_duration")
 
 
 Event = Text | Calls | Done
@@ -111,13 +133,13 @@ def _sampling(spec: RuntimeSpec, options: Mapping[str, Any]) -> tuple[Sampling, 
 
 def _check_think(spec: RuntimeSpec, think: bool | str | None) -> None:
     if think is not None and think is not False:
-        raise UnsupportedError(f'"{spec.name}" does not support thinking')
+        raise UnsupportedRequestError(f'"{spec.name}" does not support thinking')
 
 
 def _check_images(spec: RuntimeSpec, images: list[str] | None) -> None:
     if images:
-        raise UnsupportedError(f'"{spec.name}" does not support images: it is a text-only model, '
-                               "so send the request without images")
+        raise UnsupportedRequestError(f'"{spec.name}" does not support images: it is a text-only model, '
+                                      "so send the request without images")
 
 
 def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
@@ -157,7 +179,7 @@ def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -
         name = (choice.get("function") or {}).get("name")
         chosen = [f for f in fns if f["name"] == name]
         if not chosen:
-            raise BadRequestError(f"tool_choice: no tool named {name!r} in tools", param="tool_choice")
+            raise InvalidRequestError(f"tool_choice: no tool named {name!r} in tools", param="tool_choice")
         return chosen
     return []
 
@@ -168,7 +190,7 @@ def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
     _check_think(spec, gen.think)
     _check_images(spec, gen.images)
     if gen.suffix:
-        raise UnsupportedError(f'"{spec.name}" does not support insert (suffix)')
+        raise UnsupportedRequestError(f'"{spec.name}" does not support insert (suffix)')
     prompt = generate_prompt(spec, gen.prompt, gen.system, gen.template, gen.raw)
     sampling, stop = _sampling(spec, gen.options)
     return Plan(prompt, sampling, stop, format_grammar(gen.format))
@@ -177,7 +199,7 @@ def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
 Planner = Callable[[RuntimeSpec], Plan]
 
 
-async def run(scheduler: Any, models: Any, name: str, keep_alive: float | None,
+async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: float | None,
               planner: Planner) -> AsyncIterator[Event]:
     """Generate for one request; see the module docstring."""
     started = time.perf_counter_ns()
@@ -206,12 +228,10 @@ async def run(scheduler: Any, models: Any, name: str, keep_alive: float | None,
                 yield Calls(calls)
         if final is None:
             raise EngineError("the model stopped without finishing its answer")
-        yield Done(final.done_reason, final.prompt_eval_count, final.prompt_eval_duration, final.eval_count,
-                   final.eval_duration, lease.load_duration_ns, time.perf_counter_ns() - started,
-                   final.prompt_tokens_cached)
+        yield Done.of(final, lease.load_duration_ns, time.perf_counter_ns() - started)
 
 
-async def load_or_unload(scheduler: Any, models: Any, name: str, keep_alive: float | None) -> str:
+async def load_or_unload(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: float | None) -> str:
     """Ollama's empty prompt: load the model (or, with keep_alive 0, unload it); the done_reason."""
     await asyncio.to_thread(models.spec, name)  # an unknown model is a 404 either way
     if keep_alive == 0:
@@ -229,7 +249,7 @@ class EmbedResult:
     total_duration: int
 
 
-async def embed(scheduler: Any, models: Any, name: str, inputs: list[str], *, truncate: bool,
+async def embed(scheduler: Scheduler, models: ModelSource, name: str, inputs: list[str], *, truncate: bool,
                 normalize: bool, keep_alive: float | None) -> EmbedResult:
     """Embed `inputs` (an empty list only loads the model)."""
     started = time.perf_counter_ns()

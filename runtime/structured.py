@@ -10,16 +10,26 @@ The engine constrains sampling with a GBNF grammar; this module writes those gra
 * Tool calls (see tools.py) are a schema too: `{"name": <one tool's name>, "arguments": <that
   tool's parameters>}` for each tool, as alternatives, with `name` written first.
 
-A schema the converter cannot handle is the client's error (400), reported with the field name.
+A schema the converter cannot handle is the client's error (InvalidRequestError, 400), reported
+with the field name.
+
+Both come from `llama_cpp/llama_grammar.py`, a pure-Python module (a port of llama.cpp's
+json_schema_to_grammar.py). It is loaded from the installed llama-cpp-python by its path, without
+running the `llama_cpp` package's `__init__`, which loads the native library: that happens only in
+a model's worker process (corral.engine), never where requests are planned.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterable, Mapping
 
-from corral.server.errors import BadRequestError
+from corral.runtime.errors import InvalidRequestError
 
 # The converter's string character rule, and the same rule without control characters.
 _LOOSE_CHAR = 'char ::= [^"\\\\] |'
@@ -30,24 +40,35 @@ _ROOT_RULE = re.compile(r"^root ::=", re.MULTILINE)
 _TEXT_RULES = 'corral-text ::= [^{ \\t\\n] .*\n'
 
 
+@cache
+def _llama_grammar() -> ModuleType:
+    """llama-cpp-python's `llama_grammar` module, loaded on its own (see the module docstring)."""
+    package = importlib.util.find_spec("llama_cpp")  # finds the package without importing it
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("llama-cpp-python is not installed")
+    path = Path(next(iter(package.submodule_search_locations))) / "llama_grammar.py"
+    spec = importlib.util.spec_from_file_location("corral._llama_grammar", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def json_grammar() -> str:
     """The grammar of any JSON object."""
-    from llama_cpp.llama_grammar import JSON_GBNF  # llama_cpp loads its native library on import
-
-    return JSON_GBNF
+    return _llama_grammar().JSON_GBNF
 
 
 def schema_grammar(schema: Mapping[str, Any], *, field: str = "format",
                    prop_order: Iterable[str] = ()) -> str:
-    """The grammar of the JSON values a schema accepts; BadRequestError when it cannot be converted."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
+    """The grammar of the JSON values a schema accepts; InvalidRequestError when it cannot be converted."""
     try:
-        grammar = json_schema_to_gbnf(json.dumps(schema), prop_order=list(prop_order))
+        grammar = _llama_grammar().json_schema_to_gbnf(json.dumps(schema), prop_order=list(prop_order))
     except (AssertionError, KeyError, TypeError, ValueError, NotImplementedError, RecursionError) as e:
         reason = str(e) or type(e).__name__
-        raise BadRequestError(f"{field}: cannot turn this JSON schema into a grammar: {reason}",
-                              param=field) from None
+        raise InvalidRequestError(f"{field}: cannot turn this JSON schema into a grammar: {reason}",
+                                  param=field) from None
     return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
 
 
@@ -59,8 +80,8 @@ def format_grammar(fmt: str | Mapping[str, Any] | None, *, field: str = "format"
         return json_grammar()
     if isinstance(fmt, Mapping):
         return schema_grammar(fmt, field=field)
-    raise BadRequestError(f'invalid format: {json.dumps(fmt)}; expected "json" or a valid JSON Schema object',
-                          param=field)
+    raise InvalidRequestError(f'invalid format: {json.dumps(fmt)}; expected "json" or a valid JSON Schema object',
+                              param=field)
 
 
 def response_format_to_format(response_format: Mapping[str, Any] | None) -> str | dict | None:
@@ -75,8 +96,8 @@ def response_format_to_format(response_format: Mapping[str, Any] | None) -> str 
         spec = response_format.get("json_schema") or {}
         schema = spec.get("schema") if isinstance(spec, Mapping) else None
         if not isinstance(schema, Mapping):
-            raise BadRequestError("response_format.json_schema.schema: a JSON schema object is required",
-                                  param="response_format")
+            raise InvalidRequestError("response_format.json_schema.schema: a JSON schema object is required",
+                                      param="response_format")
         return dict(schema) if schema else "json"
     return None
 

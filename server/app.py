@@ -1,9 +1,10 @@
 """The Sanic application: `create_app(settings)` builds it, `serve(settings)` runs it.
 
-State lives on `app.ctx` (an `AppContext`), never in module globals. The store, the model source
-and the scheduler can be passed in (tests inject fakes); what is not passed in is built from the
-settings in a before_server_start listener, so importing or creating the app loads nothing heavy.
-The scheduler, and with it every loaded model, is closed after the server stops.
+State lives on `app.ctx` (an `AppContext`), never in module globals. The models run through a
+`Runtime` (corral.runtime.compose): `create_app` takes a whole one (`runtime=`) or some of its
+parts (`scheduler=`, `models=`, `store=`; tests inject them), and `build_runtime` builds the rest
+from the settings in a before_server_start listener, so importing or creating the app loads nothing
+heavy. The scheduler, and with it every loaded model, is closed after the server stops.
 
 Routes: `GET|HEAD /` (liveness text; Ollama's clients only check for 200), the native API
 blueprint under /api (ollama_api.py, models_api.py) and the OpenAI one under /v1 (openai_api.py).
@@ -12,18 +13,22 @@ Each blueprint renders its own errors; an unknown route gets the error shape its
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, empty, text
 
+from corral.config.settings import Settings
+from corral.runtime.compose import ModelCatalog, Runtime
+from corral.runtime.scheduler import Scheduler
 from corral.server import ollama_api, openai_api
 from corral.server.errors import render_any
-from corral.config.settings import Settings
+from corral.sources.library import Library
+from corral.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +40,53 @@ RESPONSE_TIMEOUT_SECONDS = 24 * 3600
 
 
 @dataclass
+class Given:
+    """The parts of the runtime `create_app` was given; the rest is built at start."""
+
+    store: Store | None = None
+    models: ModelCatalog | None = None
+    scheduler: Scheduler | None = None
+
+
+@dataclass
 class AppContext:
     """What every handler reaches through `request.app.ctx`."""
 
     settings: Settings
-    scheduler: Any = None  # corral.runtime.scheduler.Scheduler, or a test double
-    models: Any = None  # corral.sources.stored.Models (the ModelSource)
-    store: Any = None  # corral.store.store.Store
-    library: Any = None  # corral.sources.library.Library when a library folder is served
-    watch_task: Any = None  # the library watcher (asyncio.Task)
-    watch_stop: Any = None  # asyncio.Event that ends it
+    given: Given = field(default_factory=Given)
+    built: Runtime | None = None  # set when the server starts (or by create_app's `runtime=`)
+    watch_task: asyncio.Task[None] | None = None  # the library watcher
+    watch_stop: asyncio.Event | None = None  # set to end it
     origin_patterns: tuple[re.Pattern[str], ...] = field(default=())
 
+    @property
+    def runtime(self) -> Runtime:
+        if self.built is None:
+            raise RuntimeError("the server has not started: its runtime is built when it starts")
+        return self.built
 
-def create_app(settings: Settings, *, scheduler: Any = None, models: Any = None, store: Any = None,
-               name: str = "corral") -> Sanic:
-    """Build the server. Dependencies left out are built from `settings` when the server starts."""
-    ctx = AppContext(settings=settings, scheduler=scheduler, models=models, store=store,
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.runtime.scheduler
+
+    @property
+    def models(self) -> ModelCatalog:
+        return self.runtime.models
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @property
+    def library(self) -> Library | None:
+        return self.runtime.library
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None, scheduler: Scheduler | None = None,
+               models: ModelCatalog | None = None, store: Store | None = None, name: str = "corral") -> Sanic:
+    """Build the server over `runtime`, or over one `build_runtime` makes at start from `settings`
+    and the parts given."""
+    ctx = AppContext(settings=settings, given=Given(store, models, scheduler), built=runtime,
                      origin_patterns=tuple(_origin_pattern(o) for o in settings.allowed_origins))
     app = Sanic(name, ctx=ctx, configure_logging=False)
     app.config.RESPONSE_TIMEOUT = RESPONSE_TIMEOUT_SECONDS
@@ -82,62 +117,35 @@ async def root(request: Request) -> HTTPResponse:
     return text(ROOT_TEXT)
 
 
-def build_defaults(ctx: AppContext) -> None:
-    """Fill in the store, model source and scheduler the caller did not provide."""
-    settings = ctx.settings
-    if ctx.store is None:
-        from corral.store.store import Store
-
-        ctx.store = Store(settings.models)
-    if ctx.models is None:
-        from corral.compiler.compile import CompileOptions
-        from corral.machine.gpus import NvmlProbe
-        from corral.machine.memory import available_memory
-        from corral.sources.stored import Models
-
-        # The machine is read once, here: every compile after this sees the same readings.
-        options = CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory(),
-                                 num_parallel=settings.num_parallel)
-        ctx.models = Models(ctx.store, options)
-        if settings.library is not None:
-            from corral.sources.catalog import Catalog
-            from corral.store.create import StoreResolver
-            from corral.sources.library import Library
-
-            ctx.library = Library(settings.library, options, StoreResolver(ctx.store))
-            ctx.library.sync()  # compile everything once before the first request
-            ctx.models = Catalog(ctx.models, ctx.library)
-    if ctx.scheduler is None:
-        from corral.runtime.scheduler import Scheduler, SchedulerSettings
-
-        ctx.scheduler = Scheduler(ctx.models, SchedulerSettings(
-            keep_alive=settings.keep_alive_seconds, max_loaded_models=settings.max_loaded_models,
-            max_queue=settings.max_queue))
-
-
 async def _start(app: Sanic) -> None:
-    build_defaults(app.ctx)
+    ctx: AppContext = app.ctx
+    if ctx.built is None:
+        from corral.runtime.compose import build_runtime
+
+        given = ctx.given
+        ctx.built = build_runtime(ctx.settings, store=given.store, models=given.models,
+                                  scheduler=given.scheduler)
     await start_watch(app)
 
 
 async def start_watch(app: Sanic) -> None:
     """(Re)start the library watcher; nothing to do when no library is served."""
-    import asyncio
-
     from corral.server.library_watch import watch
 
-    ctx = app.ctx
+    ctx: AppContext = app.ctx
     await stop_watch(app)
-    if ctx.library is None:
+    library = ctx.library
+    if library is None:
         return
     ctx.watch_stop = asyncio.Event()
-    ctx.watch_task = asyncio.ensure_future(watch(ctx.library, ctx.scheduler, ctx.watch_stop))
+    ctx.watch_task = asyncio.ensure_future(watch(library, ctx.scheduler, ctx.watch_stop))
 
 
 async def stop_watch(app: Sanic) -> None:
-    ctx = app.ctx
+    ctx: AppContext = app.ctx
     if ctx.watch_task is not None:
-        ctx.watch_stop.set()
+        if ctx.watch_stop is not None:
+            ctx.watch_stop.set()
         try:
             await ctx.watch_task
         except Exception:
@@ -147,8 +155,8 @@ async def stop_watch(app: Sanic) -> None:
 
 async def _stop(app: Sanic) -> None:
     await stop_watch(app)
-    if app.ctx.scheduler is not None:
-        await app.ctx.scheduler.close()
+    if app.ctx.built is not None:
+        await app.ctx.built.close()
 
 
 # -- CORS ----------------------------------------------------------------------------------------

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
-from sanic import Blueprint, Request
+from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json as json_response
 
 from corral.sources.library import Change, Entry
 from corral.server.errors import BadRequestError
 from corral.server.library_watch import sync
 from corral.server.schemas import parse_body
+
+if TYPE_CHECKING:
+    from corral.server.app import AppContext
 
 
 class ApplyBody(BaseModel):
@@ -40,11 +43,11 @@ def change_json(c: Change) -> dict[str, Any]:
 
 
 async def status(request: Request) -> HTTPResponse:
-    ctx = request.app.ctx
-    library = getattr(ctx, "library", None)
+    ctx: AppContext = request.app.ctx
+    library = ctx.library
     if library is None:
         return json_response({"root": None, "models": []})
-    running = {m.name.lower(): m for m in ctx.scheduler.running()} if ctx.scheduler else {}
+    running = {m.name.lower(): m for m in ctx.scheduler.running()}
     models = []
     for e in library.entries():
         item = entry_json(e)
@@ -60,8 +63,8 @@ async def apply(request: Request) -> HTTPResponse:
     root = Path(body.path)
     if not root.is_dir():
         raise BadRequestError(f"path: {body.path} is not a folder on the server's machine")
-    ctx = request.app.ctx
-    library = ensure_library(request.app, root)
+    ctx: AppContext = request.app.ctx
+    library = ctx.runtime.serve_library(root)  # a server started without a library serves this one
     if body.dry_run:
         changes, _ = await asyncio.to_thread(library.plan, root)
         changes = [c for c in changes if c.action != "unchanged"]
@@ -71,22 +74,7 @@ async def apply(request: Request) -> HTTPResponse:
     return json_response({"root": str(root), "dry_run": body.dry_run, "changes": [change_json(c) for c in changes]})
 
 
-def ensure_library(app: Any, root: Path):
-    """The app's library, made on the spot (over the store's models) when it serves none yet."""
-    from corral.sources.catalog import Catalog
-    from corral.store.create import StoreResolver
-    from corral.sources.library import Library
-
-    ctx = app.ctx
-    if getattr(ctx, "library", None) is None:
-        ctx.library = Library(root, ctx.models.options, StoreResolver(ctx.store))
-        base = ctx.models.models if isinstance(ctx.models, Catalog) else ctx.models
-        ctx.models = Catalog(base, ctx.library)
-        ctx.scheduler.source = ctx.models
-    return ctx.library
-
-
-def restart_watch(app: Any) -> None:
+def restart_watch(app: Sanic) -> None:
     from corral.server.app import start_watch
 
     asyncio.ensure_future(start_watch(app))

@@ -14,9 +14,11 @@ from typing import Any, AsyncIterator, Callable
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json as json_response
 
-from corral.server import library_api, inference, models_api
+from corral.runtime import inference
+from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, Text
+from corral.runtime.tools import ToolCall
+from corral.server import library_api, models_api
 from corral.server.errors import native_body, render_native
-from corral.server.inference import Calls, ChatInput, Done, Event, GenerateInput, Text
 from corral.server.schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, parse_body
 from corral.server.streaming import NDJSON, LazyStream, ndjson_line, pump, rfc3339nano
 
@@ -34,7 +36,7 @@ def blueprint() -> Blueprint:
     return bp
 
 
-def native_call(call: Any, index: int) -> dict[str, Any]:
+def native_call(call: ToolCall, index: int) -> dict[str, Any]:
     """A tool call as /api/chat sends it."""
     return {"id": call.id, "function": {"index": index, "name": call.name, "arguments": call.arguments}}
 

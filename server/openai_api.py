@@ -23,13 +23,14 @@ from typing import Any, AsyncIterator
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json as json_response
 
-from corral.server import inference
+from corral.runtime import inference
+from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, Text
+from corral.runtime.structured import response_format_to_format
+from corral.runtime.tools import ToolCall
 from corral.server.errors import BadRequestError, openai_body, render_openai
-from corral.server.inference import Calls, ChatInput, Done, Event, GenerateInput, Text
 from corral.server.openai_schemas import ChatCompletionBody, ChatMessage, CompletionBody, EmbeddingBody
 from corral.server.schemas import parse_body
 from corral.server.streaming import EVENT_STREAM, SSE_DONE, LazyStream, pump, sse_event
-from corral.server.structured import response_format_to_format
 
 FINGERPRINT = "fp_corral"
 _EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
@@ -111,7 +112,7 @@ def _image_data(url: str) -> str:
     return data
 
 
-def openai_call(call: Any, index: int) -> dict[str, Any]:
+def openai_call(call: ToolCall, index: int) -> dict[str, Any]:
     return {"id": call.id, "index": index, "type": "function",
             "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
 

@@ -27,7 +27,8 @@ import pytest
 
 from corral.cli import demo
 from corral.cli.client import Client, ClientError, NotFoundError, ServerError, ServerUnreachableError, base_url
-from corral.cli.run import Stats, render_stats
+from corral.cli.run import render_stats
+from corral.runtime.inference import Done
 from corral.cli.running import processor, until
 from corral.store.store import Store
 from tests.sealed import free_port, sealed_environment
@@ -512,8 +513,8 @@ def test_ps_until_column(expires, shown):
 
 
 def test_verbose_block_is_ollamas():
-    stats = Stats(total_duration=1_500_000_000, load_duration=250_000_000, prompt_eval_count=20,
-                  prompt_eval_duration=100_000_000, eval_count=30, eval_duration=1_000_000_000)
+    stats = Done(total_duration=1_500_000_000, load_duration=250_000_000, prompt_eval_count=20,
+                 prompt_eval_duration=100_000_000, eval_count=30, eval_duration=1_000_000_000)
     assert render_stats(stats) == (
         "total duration:       1.5s\n"
         "load duration:        250ms\n"

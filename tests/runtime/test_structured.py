@@ -6,9 +6,10 @@ import ctypes
 
 import pytest
 
-from corral.server.errors import BadRequestError
-from corral.server.structured import (format_grammar, json_grammar, response_format_to_format, schema_grammar,
-                                      tool_call_grammar, tool_call_schema)
+from corral.runtime.errors import InvalidRequestError
+from corral.server.errors import status_of
+from corral.runtime.structured import (format_grammar, json_grammar, response_format_to_format, schema_grammar,
+                                       tool_call_grammar, tool_call_schema)
 
 PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
                                            "age": {"type": "integer"}}, "required": ["name", "age"]}
@@ -21,7 +22,7 @@ def test_format_values():
     assert format_grammar(None) is None
     assert format_grammar("json") == json_grammar()
     assert "root ::=" in format_grammar(PERSON)
-    with pytest.raises(BadRequestError, match='invalid format: "xml"'):
+    with pytest.raises(InvalidRequestError, match='invalid format: "xml"'):
         format_grammar("xml")
 
 
@@ -37,9 +38,9 @@ def test_schema_strings_exclude_control_characters():
     ({"$ref": "https://example.com/schema.json"}, "Fetching remote schemas is not allowed"),
 ])
 def test_unusable_schemas_are_400(schema, message):
-    with pytest.raises(BadRequestError) as info:
+    with pytest.raises(InvalidRequestError) as info:
         schema_grammar(schema)
-    assert message in info.value.message and info.value.http_status == 400
+    assert message in info.value.message and info.value.param == "format" and status_of(info.value) == 400
 
 
 @pytest.mark.parametrize("response_format, expected", [
@@ -54,7 +55,7 @@ def test_response_format(response_format, expected):
 
 
 def test_json_schema_response_format_needs_a_schema():
-    with pytest.raises(BadRequestError, match="response_format.json_schema.schema"):
+    with pytest.raises(InvalidRequestError, match="response_format.json_schema.schema"):
         response_format_to_format({"type": "json_schema", "json_schema": {"name": "x"}})
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from corral.server.tools import (ToolStream, extract_tool_calls, instruction, messages_without_tools,
-                                 template_has_tools)
+from corral.runtime.tools import (ToolStream, extract_tool_calls, instruction, messages_without_tools,
+                                  template_has_tools)
 
 NAMES = ["get_weather", "add"]
 CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'

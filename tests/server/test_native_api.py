@@ -12,7 +12,7 @@ import pytest
 import corral.store.create
 from corral.engine.errors import EngineError
 from corral.config.durations import FOREVER
-from corral.server.structured import json_grammar
+from corral.runtime.structured import json_grammar
 
 RFC3339NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
 CHAT = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}]}

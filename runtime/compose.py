@@ -1,0 +1,101 @@
+"""The composition root: `build_runtime(settings)` wires the store, the models and the scheduler.
+
+The server calls it when it starts, `corral run` without a server calls it for its own process,
+and nothing else builds these parts, so both run models the same way. What a caller passes in
+(tests inject a scheduler or a model source) is used as given; the rest is built from the settings.
+
+The models are a `Catalog`: the store's models, and the library's definitions in front of them
+when a library folder is served. A server started without one can be given one later
+(`corral apply`): `Runtime.serve_library` sets it on the same catalog the scheduler already reads,
+so nothing is rewired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from corral.compiler.compile import CompileOptions
+from corral.config.settings import Settings
+from corral.sources.catalog import Catalog
+from corral.sources.library import Library
+from corral.sources.stored import ModelListing, ShowInfo
+from corral.runtime.scheduler import ModelSource, Scheduler, SchedulerSettings
+from corral.store.store import Store
+
+
+class ModelCatalog(ModelSource, Protocol):
+    """What the APIs ask of the models: a Catalog, or a test's stand-in."""
+
+    def list(self) -> list[ModelListing]: ...
+    def show(self, name: str) -> ShowInfo: ...
+
+
+@dataclass
+class Runtime:
+    """Everything that runs models, built once per process."""
+
+    settings: Settings
+    store: Store
+    models: ModelCatalog
+    scheduler: Scheduler
+    library: Library | None = None  # the library folder served, if any
+
+    def serve_library(self, root: Path) -> Library:
+        """The library served, made over `root` when there is none yet (`corral apply` on a
+        server started without a library). Its models then come before the store's."""
+        if self.library is not None:
+            return self.library
+        if not isinstance(self.models, Catalog):
+            raise TypeError("only a runtime whose models are a Catalog can serve a library")
+        from corral.store.create import StoreResolver
+
+        self.library = Library(root, self.models.options, StoreResolver(self.store))
+        self.models.library = self.library
+        return self.library
+
+    async def close(self) -> None:
+        """Unload every model."""
+        await self.scheduler.close()
+
+
+def compile_options(settings: Settings) -> CompileOptions:
+    """The machine's readings (GPU inventory from NVML, available memory) and the slot count,
+    taken once: every compile after this sees the same readings."""
+    from corral.machine.gpus import NvmlProbe
+    from corral.machine.memory import available_memory
+
+    return CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory(),
+                          num_parallel=settings.num_parallel)
+
+
+def build_runtime(settings: Settings, *, store: Store | None = None, models: ModelCatalog | None = None,
+                  scheduler: Scheduler | None = None, options: CompileOptions | None = None,
+                  serve_library: bool = True, keep_alive: float | None = None) -> Runtime:
+    """Build what `settings` asks for, around the parts given.
+
+    `serve_library=False` leaves CORRAL_LIBRARY out (`corral run` runs the store's models);
+    `keep_alive` overrides the settings' default keep-alive (seconds, negative: forever).
+    A library is compiled once here, before the first request.
+    """
+    library = None
+    if store is None:
+        store = Store(settings.models)
+    if models is None:
+        from corral.sources.stored import Models
+
+        options = options or compile_options(settings)
+        catalog = Catalog(Models(store, options))
+        if serve_library and settings.library is not None:
+            from corral.store.create import StoreResolver
+
+            library = Library(settings.library, options, StoreResolver(store))
+            library.sync()
+            catalog.library = library
+        models = catalog
+    if scheduler is None:
+        scheduler = Scheduler(models, SchedulerSettings(
+            keep_alive=settings.keep_alive_seconds if keep_alive is None else keep_alive,
+            max_loaded_models=settings.max_loaded_models, max_queue=settings.max_queue))
+    return Runtime(settings, store, models, scheduler, library)
