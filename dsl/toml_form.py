@@ -1,5 +1,6 @@
-"""The TOML form of a definition: the same IR as a Modelfile, read and written.
+"""The TOML form of a definition: the same IR as a Modelfile, read and written, comments included.
 
+    # comments go with the key below them, as in a Modelfile
     from = "./weights/model.gguf"
     system = "You are concise."
     [parameters]
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import re
 import tomllib
-from typing import Any
+from typing import Any, Sequence
 
-import tomli_w
+import tomlkit
+from tomlkit.items import Array, Comment, Item, String, StringType, Trivia, Whitespace
 
 from corral.dsl.build import Builder, Parsed
-from corral.dsl.errors import DefinitionError, Diagnostic, did_you_mean
-from corral.dsl.ir import ModelDefinition
+from corral.dsl.errors import DefinitionError, Diagnostic, FormatError, did_you_mean
+from corral.dsl.ir import ModelDefinition, Node
 from corral.dsl.span import Span
 from corral.dsl.toml_locate import KeyPath, Locations
 
@@ -59,6 +61,12 @@ class _Reader:
         self.bad(key, f"expected a string or a list of strings, got {_describe(value)}")
         return []
 
+    def comments(self, key: KeyPath, index: int) -> tuple[str, ...]:
+        """The comments of item `index` of the array (or table) at `key`; the first item also
+        takes those written at the key itself."""
+        own = self.where.comments(key, below=False) if index == 0 else ()
+        return own + self.where.comments(key + (index,))
+
     def read(self, doc: dict[str, Any]) -> Parsed:
         b = self.b
         for key, value in doc.items():
@@ -66,32 +74,33 @@ class _Reader:
             if key == "from":
                 b.from_attempted = True
                 if (s := self.string(k, value)) is not None:
-                    b.set_from(s, self.span(k))
+                    b.set_from(s, self.span(k), self.where.comments(k))
             elif key in _TEXT_KEYS:
                 if (s := self.string(k, value)) is not None:
-                    b.set_text(key, s, self.span(k))  # type: ignore[arg-type]
+                    b.set_text(key, s, self.span(k), self.where.comments(k))  # type: ignore[arg-type]
             elif key == "adapters":
-                for s in self.strings(k, value):
-                    b.add_adapter(s, self.span(k))
+                for i, s in enumerate(self.strings(k, value)):
+                    b.add_adapter(s, self.span(k), self.comments(k, i))
             elif key == "license":
-                for s in self.strings(k, value):
-                    b.add_license(s, self.span(k))
+                for i, s in enumerate(self.strings(k, value)):
+                    b.add_license(s, self.span(k), self.comments(k, i))
             elif key == "parameters":
                 self.parameters(value)
             elif key == "messages":
                 self.messages(value)
             else:
                 self.bad(k, "unknown key", did_you_mean(key, KEYS) or f"keys are {', '.join(KEYS)}")
-        return b.finish()
+        return b.finish(self.where.trailing_comments)
 
     def parameters(self, table: Any) -> None:
         if not isinstance(table, dict):
             self.bad(("parameters",), f"expected a table, got {_describe(table)}")
             return
-        for name, value in table.items():
+        for i, (name, value) in enumerate(table.items()):
             key = ("parameters", name)
-            self.b.add_parameter(name, value, self.span(key), self.span(key), as_text=False,
-                                 key=_dotted(key))
+            comments = (self.where.comments(("parameters",), below=False) if i == 0 else ())
+            self.b.add_parameter(name, value, self.span(key), self.span(key),
+                                 comments + self.where.comments(key), as_text=False, key=_dotted(key))
 
     def messages(self, items: Any) -> None:
         if not isinstance(items, list) or not all(isinstance(m, dict) for m in items):
@@ -104,7 +113,8 @@ class _Reader:
             role = self.string(("messages", i, "role"), m.get("role"))
             content = self.string(("messages", i, "content"), m.get("content"))
             if role is not None and content is not None:
-                self.b.add_message(role, content, self.span(("messages", i, "role")), self.span(("messages", i)))
+                self.b.add_message(role, content, self.span(("messages", i, "role")), self.span(("messages", i)),
+                                   self.comments(("messages",), i))
 
 
 def parse_toml(text: str, path: str = "<string>") -> Parsed:
@@ -133,33 +143,83 @@ def _syntax_error(e: tomllib.TOMLDecodeError, text: str, path: str) -> Diagnosti
 
 
 def format_toml(d: ModelDefinition) -> str:
-    """The TOML form of a definition, keys in canonical order, messages as [[messages]] tables."""
-    out: list[str] = [f"from = {_value(d.from_.value)}"]
+    """The TOML form of a definition, keys in canonical order, messages as [[messages]] tables.
+
+    Each comment goes on the line above the key, array element or message it belongs to (a
+    message's inside its [[messages]] table), so reading the text back gives the same comments.
+    """
+    doc = tomlkit.document()
+    _add(doc, "from", d.from_, _string(d.from_.value))
     if d.adapters:
-        out.append(f"adapters = {_value([a.value for a in d.adapters])}")
+        _add(doc, "adapters", None, _strings([a.value for a in d.adapters], [a.comments for a in d.adapters]))
     for key in ("template", "system"):
         node = getattr(d, key)
         if node is not None:
-            out.append(f"{key} = {_value(node.value)}")
+            _add(doc, key, node, _string(node.value))
     if d.licenses:
-        out.append(f"license = {_value([lic.value for lic in d.licenses])}")
+        _add(doc, "license", None, _strings([x.value for x in d.licenses], [x.comments for x in d.licenses]))
     for key in ("requires", "draft", "renderer", "parser"):
         node = getattr(d, key)
         if node is not None:
-            out.append(f"{key} = {_value(node.value)}")
+            _add(doc, key, node, _string(node.value))
     if d.parameters:
-        out.append("\n[parameters]")
-        out.extend(f"{name} = {_value(value)}" for name, value in d.parameter_dict().items())
-    for m in d.messages:
-        out.append(f"\n[[messages]]\nrole = {_value(m.role)}\ncontent = {_value(m.content)}")
-    return "\n".join(out) + "\n"
+        table = tomlkit.table()
+        for p in d.parameters:
+            value = p.value
+            _add(table, p.name, p, _strings(value) if isinstance(value, tuple) else tomlkit.item(value))
+        doc.add("parameters", table)
+    if d.messages:
+        messages = tomlkit.aot()
+        for m in d.messages:
+            table = tomlkit.table()
+            _add(table, "role", m, _string(m.role))
+            table.add("content", _string(m.content))
+            messages.append(table)
+        doc.add("messages", messages)
+    for c in d.trailing_comments:
+        doc.add(_comment(c, "\n"))
+    return tomlkit.dumps(doc)
 
 
-def _value(value: Any) -> str:
-    """One TOML value as tomli-w spells it (multi-line strings as \"\"\"), lists on one line."""
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    return tomli_w.dumps({"v": value}, multiline_strings=True)[len("v = "):].rstrip("\n")
+def _add(container: Any, key: str, node: Node | None, value: Item) -> None:
+    for c in node.comments if node is not None else ():
+        container.add(_comment(c, "\n"))
+    container.add(key, value)
+
+
+def _comment(text: str, trail: str) -> Comment:
+    if not text.startswith("#") or any(ch != "\t" and (ord(ch) < 0x20 or ch == "\x7f") for ch in text):
+        raise FormatError(f"the comment {text[:40]!r} cannot be written in TOML: a comment is one line "
+                          "that starts with #")
+    return Comment(Trivia(comment_ws="", comment=text, trail=trail))
+
+
+def _strings(values: Sequence[str], comments: Sequence[tuple[str, ...]] = ()) -> Array:
+    """A one-line array, or, when any element has comments, one element a line below them."""
+    if not any(comments):
+        array = tomlkit.array()
+        array.extend(_string(v) for v in values)
+        return array
+    body: list[Item] = []
+    for value, above in zip(values, comments):
+        for c in above:
+            body += [Whitespace("\n    "), _comment(c, "")]
+        body += [Whitespace("\n    "), _string(value), Whitespace(",")]
+    return Array([*body, Whitespace("\n")], Trivia(), multiline=True)
+
+
+# What a basic string must escape (tab and, in a multi-line string, newline are written as they are).
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\r": "\\r", "\n": "\\n"}
+
+
+def _string(value: str) -> String:
+    """A basic string; one with a line break as \"\"\" with its text starting on the next line."""
+    multiline = "\n" in value
+    body = "".join(ch if ch == "\t" or (multiline and ch == "\n") else _ESCAPES.get(ch) or
+                   (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ch == "\x7f" else ch) for ch in value)
+    if multiline:
+        return String(StringType.MLB, value, "\n" + body, Trivia())
+    return String(StringType.SLB, value, body, Trivia())
 
 
 def _dotted(key: KeyPath) -> str:

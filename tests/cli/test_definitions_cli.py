@@ -34,7 +34,8 @@ MESSAGE assistant Yes.
 LICENSE Apache-2.0
 """
 
-TOML = '''from = "./SmolLM2-135M-Instruct.Q4_1.gguf"
+TOML = '''# SmolLM2, the demo model
+from = "./SmolLM2-135M-Instruct.Q4_1.gguf"
 system = """
 You are concise.
 Answer in one sentence."""
@@ -120,9 +121,8 @@ def test_fmt_write_refuses_a_broken_file_and_keeps_it(capsys, files):
     assert files["bad"].read_text() == before
 
 
-def test_fmt_of_toml_prints_a_modelfile(capsys, files):
-    code, out, _ = run(capsys, "fmt", str(files["toml"]))
-    assert code == 0 and out == CANONICAL.replace("# SmolLM2, the demo model\n", "")
+def test_fmt_of_toml_prints_a_modelfile_with_its_comments(capsys, files):
+    assert run(capsys, "fmt", str(files["toml"])) == (0, CANONICAL, "")
 
 
 def test_convert_modelfile_to_toml(capsys, files):
@@ -134,7 +134,24 @@ def test_modelfile_to_toml_to_modelfile_gives_identical_canonical_text(capsys, f
     converted = tmp_path / "back.toml"
     converted.write_text(toml_text)
     _, back, _ = run(capsys, "convert", str(converted), "--to", "modelfile")
-    assert back == CANONICAL.replace("# SmolLM2, the demo model\n", "")
+    assert back == CANONICAL
+
+
+def test_fmt_of_toml_keeps_every_comment_and_convert_brings_them_back(capsys, tmp_path):
+    toml = tmp_path / "commented.toml"
+    toml.write_text('# the weights\nfrom = "./m.gguf" # beside the value\n\n[parameters]\n# greedy\n'
+                    'temperature = 0.0\n\n[[messages]]\nrole = "user" # a question\ncontent = "Hi?"\n# the end\n')
+    modelfile = ("# the weights\n# beside the value\nFROM ./m.gguf\n# greedy\nPARAMETER temperature 0.0\n"
+                 "# a question\nMESSAGE user Hi?\n# the end\n")
+    assert run(capsys, "fmt", str(toml)) == (0, modelfile, "")
+    converted = tmp_path / "commented.Modelfile"
+    converted.write_text(modelfile)
+    code, back, _ = run(capsys, "convert", str(converted), "--to", "toml")
+    assert code == 0 and back == (
+        '# the weights\n# beside the value\nfrom = "./m.gguf"\n\n[parameters]\n# greedy\ntemperature = 0.0\n\n'
+        '[[messages]]\n# a question\nrole = "user"\ncontent = "Hi?"\n# the end\n')
+    (tmp_path / "again.toml").write_text(back)
+    assert run(capsys, "fmt", str(tmp_path / "again.toml")) == (0, modelfile, "")
 
 
 def test_console_script_version():

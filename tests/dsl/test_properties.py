@@ -28,22 +28,38 @@ def param_value(name: str):
     return st.lists(texts.filter(bool), min_size=1, max_size=3).map(tuple)
 
 
+# A comment line as a Modelfile holds it: `#` and the rest of its line.
+comments = st.lists(st.text(chars.filter(lambda c: c != "\n"), max_size=20).map("#".__add__), max_size=2).map(tuple)
+
+
 @st.composite
 def definitions(draw) -> ModelDefinition:
     names = draw(st.lists(st.sampled_from(sorted(PARAMETERS)), unique=True, max_size=6))
-    optional = st.none() | texts.map(lambda v: Text(value=v))
+
+    def text(value: str) -> Text:
+        return Text(value=value, comments=draw(comments))
+
+    optional = st.none() | texts.map(text)
     return ModelDefinition(
-        from_=Text(value=draw(nonblank)),
-        parameters=tuple(Parameter(name=n, value=draw(param_value(n))) for n in names),
+        from_=text(draw(nonblank)),
+        parameters=tuple(Parameter(name=n, value=draw(param_value(n)), comments=draw(comments)) for n in names),
         template=draw(optional),
         system=draw(optional),
-        adapters=tuple(Text(value=v) for v in draw(st.lists(nonblank, max_size=2))),
-        licenses=tuple(Text(value=v) for v in draw(st.lists(texts, max_size=2))),
-        messages=tuple(Message(role=r, content=c) for r, c in draw(st.lists(
+        adapters=tuple(text(v) for v in draw(st.lists(nonblank, max_size=2))),
+        licenses=tuple(text(v) for v in draw(st.lists(texts, max_size=2))),
+        messages=tuple(Message(role=r, content=c, comments=draw(comments)) for r, c in draw(st.lists(
             st.tuples(st.sampled_from(["system", "user", "assistant", "tool"]), texts), max_size=3))),
-        requires=draw(st.none() | st.sampled_from(["0.5.0", "1.2.3-rc.1", "10.0.0+build.7"]).map(lambda v: Text(value=v))),
-        renderer=draw(st.none() | nonblank.map(lambda v: Text(value=v))),
+        requires=draw(st.none() | st.sampled_from(["0.5.0", "1.2.3-rc.1", "10.0.0+build.7"]).map(text)),
+        renderer=draw(st.none() | nonblank.map(text)),
+        trailing_comments=draw(comments),
     )
+
+
+def comments_of(d: ModelDefinition) -> list:
+    """Every comment of a definition, with the node it belongs to (equality ignores comments)."""
+    nodes = [d.from_, *d.parameters, d.template, d.system, *d.adapters, *d.licenses, *d.messages,
+             d.requires, d.draft, d.renderer, d.parser]
+    return [n.comments if n is not None else None for n in nodes] + [d.trailing_comments]
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -54,14 +70,15 @@ def test_modelfile_round_trip(d):
     except FormatError:
         assume(False)  # a value with a closing quote before a line break in every quoting form
     again = parse_modelfile(text).definition
-    assert again == d
+    assert again == d and comments_of(again) == comments_of(d)
     assert format_modelfile(again) == text  # fmt is idempotent
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(definitions())
 def test_toml_round_trip(d):
-    assert parse_toml(format_toml(d)).definition == d
+    again = parse_toml(format_toml(d)).definition
+    assert again == d and comments_of(again) == comments_of(d)
 
 
 @settings(max_examples=200)
@@ -72,6 +89,17 @@ def test_modelfile_to_toml_to_modelfile_is_identical(d):
     except FormatError:
         assume(False)
     assert format_modelfile(parse_toml(format_toml(parse_modelfile(text).definition)).definition) == text
+
+
+@settings(max_examples=200)
+@given(definitions())
+def test_toml_to_modelfile_to_toml_is_identical(d):
+    text = format_toml(d)
+    try:
+        modelfile = format_modelfile(parse_toml(text).definition)
+    except FormatError:
+        assume(False)
+    assert format_toml(parse_modelfile(modelfile).definition) == text
 
 
 lines = st.one_of(
@@ -99,6 +127,27 @@ def test_arbitrary_toml_text_raises_only_definition_error(text):
         parse_toml(text, "fuzz.toml")
     except DefinitionError as e:
         str(e)
+
+
+# TOML lines, comments among them, that often make a valid definition.
+_toml_fragments = st.sampled_from([
+    "# c", '#"""', "[parameters]", "top_k = 1 # k", 'stop = [ # s', '"a", # a', '"b"', "]",
+    "[[messages]]", 'role = "user"', 'content = """', "# in a string?", '"""  # after', "content = 'x#y'",
+    'adapters = ["a"] # one', 'license = """', "messages = [{role = 'user', content = '#'}] # m", "",
+])
+toml_lines = st.one_of(_toml_fragments, _toml_fragments, _toml_fragments, texts)
+
+
+@settings(max_examples=500)
+@given(st.lists(toml_lines, max_size=10).map(lambda lines: "\n".join(['# top', 'from = "x" # w', *lines])))
+def test_toml_text_with_comments_keeps_them_through_the_writer(text):
+    try:
+        d = parse_toml(text, "fuzz.toml").definition
+    except DefinitionError as e:
+        str(e)
+        return
+    again = parse_toml(format_toml(d)).definition
+    assert again == d and comments_of(again) == comments_of(d)
 
 
 @settings(max_examples=300)
