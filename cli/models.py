@@ -8,7 +8,6 @@ directly otherwise. render and plan always compile locally.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from corral.dsl import load
 from corral.dsl.ir import ModelDefinition, Text
 from corral.store.create import StoreResolver, copy_model, create_model, delete_models
 from corral.store import names
+from corral.store.files import file_sha256
 from corral.sources.stored import Models
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -121,7 +121,7 @@ def _create_through(client: Client, name: str, path: Path, d: ModelDefinition) -
 
     def upload(value: str, span, what: str) -> tuple[str, str]:
         found = find_weights(expand(value, base), span, what=what)
-        digest = "sha256:" + _sha256(found)
+        digest = "sha256:" + file_sha256(found)
         if not client.has_blob(digest):
             output.err(f"uploading {found.name} ({human_bytes(found.stat().st_size)})")
             client.push_blob(digest, found)
@@ -156,14 +156,6 @@ def _create_through(client: Client, name: str, path: Path, d: ModelDefinition) -
     digest = next((m.get("digest", "") for m in client.tags() if m.get("name") == shown), "")
     output.out(f"created {shown}" + (f" ({digest.removeprefix('sha256:')[:12]})" if digest else ""))
     return EXIT_OK
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _ago(when: datetime) -> str:

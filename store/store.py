@@ -16,13 +16,13 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from corral.store.errors import BlobNotFoundError, DigestMismatchError, InvalidManifestError, ModelNotFoundError
+from corral.store.files import atomic_write
 from corral.store.manifest import Layer, Manifest, MediaType
 from corral.store.names import Digest, ModelName, is_blob_file_name, parse, parse_digest
 
@@ -157,7 +157,7 @@ class Store:
             if got != expected:
                 raise DigestMismatchError(str(expected), str(got))
 
-        _atomic_write(self.blob_path(expected), write)
+        atomic_write(self.blob_path(expected), write, prefix=_TEMP_PREFIX)
 
     # -- manifests ---------------------------------------------------------------------------------
 
@@ -201,7 +201,7 @@ class Store:
                 raise InvalidManifestError(_label(name), reason)
         data = manifest.to_bytes()
         self._write_manifest_bytes(model, data)
-        return hashlib.sha256(data).hexdigest()
+        return Digest.of_bytes(data).hex
 
     def _write_manifest_bytes(self, name: ModelName, data: bytes) -> None:
         target = self._resolve_case(name)
@@ -209,7 +209,7 @@ class Store:
         created = [p for p in (target.parent, *target.parent.parents) if p.is_relative_to(self.root) and not p.exists()]
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target, lambda f: f.write(data))
+            atomic_write(target, lambda f: f.write(data), prefix=_TEMP_PREFIX)
         except BaseException:
             _remove_empty_dirs(created)
             raise
@@ -237,7 +237,7 @@ class Store:
         return ModelEntry(
             name=model_name.display_shortest(),
             model_name=model_name,
-            digest=hashlib.sha256(data).hexdigest(),
+            digest=Digest.of_bytes(data).hex,
             size=manifest.size,
             modified_at=mtime,
             manifest=manifest,
@@ -362,24 +362,6 @@ def _read_chunks(path: Path) -> Iterator[tuple[int, bytes]]:
         while chunk := f.read(CHUNK):
             done += len(chunk)
             yield done, chunk
-
-
-def _atomic_write(target: Path, write: Callable[..., object]) -> None:
-    """Run `write(file)` on a temp file beside `target`, then fsync and rename it to `target`.
-
-    On any exception (KeyboardInterrupt included) the temp file is removed and `target` is untouched.
-    """
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; Ollama's blobs and manifests are 0644
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _remove_empty_dirs(dirs: Iterable[Path], stop: Path | None = None) -> None:

@@ -30,6 +30,7 @@ from corral.cli.client import Client, ClientError, NotFoundError, ServerError, S
 from corral.cli.run import render_stats
 from corral.runtime.inference import Done
 from corral.cli.running import processor, until
+from corral.store.files import file_sha256
 from corral.store.store import Store
 from tests.sealed import free_port, sealed_environment
 
@@ -375,7 +376,7 @@ def test_demo_extracts_and_checks_the_weights_once(tmp_path, smollm2_gguf):
 
     target = tmp_path / "weights" / demo.WEIGHTS_FILE
     assert demo.install_weights(target, fetch) is True
-    assert demo.sha256_of(target) == demo.SHA256
+    assert file_sha256(target) == demo.SHA256
     assert demo.install_weights(target, fetch) is False  # in place: nothing fetched
     assert len(fetched) == 1
     assert sorted(p.name for p in target.parent.iterdir()) == [demo.WEIGHTS_FILE]

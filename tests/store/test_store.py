@@ -222,7 +222,7 @@ def test_a_failed_manifest_write_leaves_no_folders(store: Store, monkeypatch):
     def full_disk(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("corral.store.store.os.fsync", full_disk)
+    monkeypatch.setattr("corral.store.files.os.fsync", full_disk)
     with pytest.raises(OSError):
         store.write_manifest("someone/new:tag", manifest)
     assert files_under(store.root) == before
