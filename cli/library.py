@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.cli import output
-from corral.cli.client import Client, ClientError
+from corral.cli.client import Client
+from corral.cli.context import settings
+from corral.cli.exit import ExitCode, UsageError
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 ACTIONS = {"create": "create", "update-spec": "update (spec only)", "update-reload": "update (reload)",
            "delete": "delete", "error": "error"}
 
@@ -30,15 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def status(args: argparse.Namespace) -> int:
-    try:
-        with Client() as client:
-            data = client.library()
-    except ClientError as e:
-        output.err(e.render())
-        return EXIT_ERROR
+    # No "is a server running?" first: the request itself fails with "no Corral server is running".
+    with Client(settings().host) as client:
+        data = client.library()
     if data.get("root") is None:
         output.out("this server serves no library (start it with `corral serve --library DIR`)")
-        return EXIT_OK
+        return ExitCode.OK
     table = Table("NAME", "STATE", "DIGEST", "CHANGED", "ERROR", box=None, pad_edge=False)
     failed = False
     for m in data["models"]:
@@ -50,27 +48,22 @@ def status(args: argparse.Namespace) -> int:
                       m["changed_at"][:19].replace("T", " "), where)
     output.out(f"library {data['root']}")
     Console(width=200).print(table)
-    return EXIT_ERROR if failed else EXIT_OK
+    return ExitCode.ERROR if failed else ExitCode.OK
 
 
 def apply(args: argparse.Namespace) -> int:
     folder = Path(args.folder).resolve()
     if not folder.is_dir():
-        output.err(f"corral apply: error: {args.folder}: not a folder")
-        return EXIT_USAGE
-    try:
-        with Client() as client:
-            plan = client.apply(str(folder), dry_run=True)
-            _print(plan["changes"], "plan" if args.dry_run else "applying")
-            if args.dry_run or not plan["changes"]:
-                return EXIT_OK
-            done = client.apply(str(folder))
-    except ClientError as e:
-        output.err(e.render())
-        return EXIT_ERROR
+        raise UsageError("corral apply", f"{args.folder}: not a folder")
+    with Client(settings().host) as client:
+        plan = client.apply(str(folder), dry_run=True)
+        _print(plan["changes"], "plan" if args.dry_run else "applying")
+        if args.dry_run or not plan["changes"]:
+            return ExitCode.OK
+        done = client.apply(str(folder))
     errors = [c for c in done["changes"] if c["action"] == "error"]
     output.out(f"applied {len(done['changes']) - len(errors)} change(s)" + (f", {len(errors)} error(s)" if errors else ""))
-    return EXIT_ERROR if errors else EXIT_OK
+    return ExitCode.ERROR if errors else ExitCode.OK
 
 
 def _print(changes: list[dict], title: str) -> None:

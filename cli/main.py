@@ -1,4 +1,5 @@
-"""The `corral` command: argument parsing and dispatch to one module per command group."""
+"""The `corral` command: argument parsing, dispatch to one module per command group, and the one
+place a Corral error ends a command (printed by `context.report`, exit code by `exit.exit_code`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from importlib.metadata import version
 from typing import Callable, Sequence
 
 from corral.cli import definitions, demo, library, models, run, running, serve
+from corral.cli.context import report
+from corral.cli.exit import ExitCode, exit_code
+from corral.errors import CorralError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -44,11 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         return handler(args)
+    except CorralError as e:
+        report(e)
+        return exit_code(e)
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

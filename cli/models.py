@@ -18,14 +18,14 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from corral.cli import output
-from corral.cli.client import Client, parse_time
-from corral.cli.context import compile_options, report, store
+from corral.cli.client import Client, parse_time, running_server
+from corral.cli.context import compile_options, settings, store
+from corral.cli.exit import ExitCode, UsageError
 from corral.compiler.compile import compile_definition
 from corral.compiler.templates.prompt import chat_prompt
 from corral.compiler.plan import human_bytes
 from corral.compiler.resolve import DIGEST, NoModels, expand, find_weights, looks_like_path
 from corral.compiler.spec import RuntimeSpec
-from corral.errors import CorralError
 from corral.dsl import load
 from corral.dsl.ir import ModelDefinition, Text
 from corral.store.create import StoreResolver, copy_model, create_model, delete_models
@@ -33,7 +33,6 @@ from corral.store import names
 from corral.store.files import file_sha256
 from corral.sources.stored import Models
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 SAMPLE_CONVERSATION = [{"role": "user", "content": "Hello, how are you?"}]
 
 
@@ -71,39 +70,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=plan)
 
 
-def _guard(fn):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except CorralError as e:
-            report(e)
-            return EXIT_ERROR
-    run.__doc__ = fn.__doc__
-    return run
-
-
 def _progress() -> Progress:
     return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                     TransferSpeedColumn(), console=Console(stderr=True), transient=True)
 
 
-@_guard
 def create(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
-        output.err(f"corral create: error: {path}: no such file")
-        return EXIT_USAGE
+        raise UsageError("corral create", f"{path}: no such file")
     parsed = load(path)
     output.diagnostics(parsed.warnings)
-    server = _server()
+    s = settings()
+    server = running_server(s.host)
     if server is not None:
         with server:
             return _create_through(server, args.name, path, parsed.definition)
     with _progress() as bar:
         task = bar.add_task("copying weights", total=None)
         created = create_model(
-            store(), args.name, parsed.definition, base_dir=path.parent.resolve(),
-            options=compile_options(), source=str(path),
+            store(s), args.name, parsed.definition, base_dir=path.parent.resolve(),
+            options=compile_options(s), source=str(path),
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     spec = created.spec
@@ -112,7 +99,7 @@ def create(args: argparse.Namespace) -> int:
     output.out(f"template: {t.kind} (from the {t.origin}{named})")
     output.out(f"plan: {spec.plan.reasons[0] if spec.plan.reasons else spec.plan.backend}")
     output.out(f"created {created.name} ({created.digest[:12]})")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _create_through(client: Client, name: str, path: Path, d: ModelDefinition) -> int:
@@ -155,7 +142,7 @@ def _create_through(client: Client, name: str, path: Path, d: ModelDefinition) -
     shown = names.parse(name).display_shortest()
     digest = next((m.get("digest", "") for m in client.tags() if m.get("name") == shown), "")
     output.out(f"created {shown}" + (f" ({digest.removeprefix('sha256:')[:12]})" if digest else ""))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _ago(when: datetime) -> str:
@@ -167,19 +154,10 @@ def _ago(when: datetime) -> str:
     return "Less than a minute ago" if seconds >= 1 else "Just now"
 
 
-def _server() -> Client | None:
-    """A client for the server at CORRAL_HOST when one answers, else None (work on the store)."""
-    client = Client()
-    if client.is_running():
-        return client
-    client.close()
-    return None
-
-
-@_guard
 def list_models(args: argparse.Namespace) -> int:
     table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None, pad_edge=False)
-    server = _server()
+    s = settings()
+    server = running_server(s.host)
     if server is not None:
         with server:
             for m in server.tags():
@@ -187,23 +165,23 @@ def list_models(args: argparse.Namespace) -> int:
                 table.add_row(m["name"], digest[:12], human_bytes(m.get("size", 0)),
                               _ago(parse_time(m["modified_at"])) if m.get("modified_at") else "")
     else:
-        for entry in store().list_models():
+        for entry in store(s).list_models():
             table.add_row(entry.name, entry.digest[:12], human_bytes(entry.size), _ago(entry.modified_at))
     Console(width=200).print(table, highlight=False)
-    return EXIT_OK
+    return ExitCode.OK
 
 
-@_guard
 def show(args: argparse.Namespace) -> int:
-    server = _server()
+    s = settings()
+    server = running_server(s.host)
     if server is not None:
         with server:
             info: dict = dict(server.show(args.name))
     else:
-        local = Models(store(), compile_options())
+        local = Models(store(s), compile_options(s))
         if args.modelfile:
             output.out(local.modelfile(args.name))
-            return EXIT_OK
+            return ExitCode.OK
         shown = local.show(args.name)
         info = {"modelfile": shown.modelfile, "parameters": shown.parameters, "template": shown.template,
                 "system": shown.system, "license": shown.license, "details": shown.details,
@@ -211,9 +189,9 @@ def show(args: argparse.Namespace) -> int:
     for flag in ("modelfile", "parameters", "template", "system", "license"):
         if getattr(args, flag):
             output.out(info.get(flag) or "")
-            return EXIT_OK
+            return ExitCode.OK
     output.out(summary(info))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def summary(info: dict) -> str:
@@ -236,36 +214,37 @@ def summary(info: dict) -> str:
     return "\n".join(lines)
 
 
-@_guard
 def cp(args: argparse.Namespace) -> int:
-    server = _server()
+    s = settings()
+    server = running_server(s.host)
     if server is not None:
         with server:
             server.copy(args.source, args.destination)
     else:
-        copy_model(store(), args.source, args.destination)
+        copy_model(store(s), args.source, args.destination)
     output.out(f"copied '{args.source}' to '{args.destination}'")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-@_guard
 def rm(args: argparse.Namespace) -> int:
-    server = _server()
+    s = settings()
+    server = running_server(s.host)
     try:
         for name in args.names:
             if server is not None:
                 server.delete(name)
             else:
-                delete_models(store(), [name])
+                delete_models(store(s), [name])
             output.out(f"deleted '{name}'")
     finally:
         if server is not None:
             server.close()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def spec_for(target: str) -> RuntimeSpec:
     """A model name in the store, a definition file, or a bare GGUF file -> its compiled spec."""
+    s = settings()
     path = Path(target)
     if path.is_file():
         with path.open("rb") as f:
@@ -276,14 +255,13 @@ def spec_for(target: str) -> RuntimeSpec:
         else:
             definition = load(path).definition
             source = str(path)
-        s = store()
-        resolver = StoreResolver(s) if s.root.exists() else NoModels()
+        models = store(s)
+        resolver = StoreResolver(models) if models.root.exists() else NoModels()
         return compile_definition(definition, name=path.stem, base_dir=path.parent.resolve(),
-                                  resolver=resolver, options=compile_options(), source=source)
-    return Models(store(), compile_options()).spec(target)
+                                  resolver=resolver, options=compile_options(s), source=source)
+    return Models(store(s), compile_options(s)).spec(target)
 
 
-@_guard
 def render(args: argparse.Namespace) -> int:
     messages = SAMPLE_CONVERSATION
     if args.messages:
@@ -291,18 +269,15 @@ def render(args: argparse.Namespace) -> int:
         try:
             messages = json.loads(raw)
         except json.JSONDecodeError as e:
-            output.err(f"corral render: error: {args.messages}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}")
-            return EXIT_USAGE
+            raise UsageError("corral render", f"{args.messages}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
         if not (isinstance(messages, list) and all(isinstance(m, dict) and isinstance(m.get("role"), str)
                                                     and isinstance(m.get("content", ""), str) for m in messages)):
-            output.err(f"corral render: error: {args.messages}: expected a JSON array of {{role, content}} objects")
-            return EXIT_USAGE
+            raise UsageError("corral render", f"{args.messages}: expected a JSON array of {{role, content}} objects")
     sys.stdout.write(chat_prompt(spec_for(args.target), messages, None))
     sys.stdout.flush()
-    return EXIT_OK
+    return ExitCode.OK
 
 
-@_guard
 def plan(args: argparse.Namespace) -> int:
     spec = spec_for(args.target)
     table = Table("", "", box=None, show_header=False, pad_edge=False)
@@ -313,4 +288,4 @@ def plan(args: argparse.Namespace) -> int:
     console.print(table)
     for reason in spec.plan.reasons:
         console.print(f"- {reason}", highlight=False)
-    return EXIT_OK
+    return ExitCode.OK

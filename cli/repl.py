@@ -8,7 +8,6 @@ empty line says how to leave), Ctrl-D or `/bye` ends the session.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,8 @@ from typing import Callable
 from corral.cli import output
 from corral.cli.client import Message
 from corral.cli.context import report
-from corral.cli.run import EXIT_OK, Session, render_stats, write
+from corral.cli.exit import ExitCode
+from corral.cli.run import Session, render_stats, write
 from corral.errors import CorralError
 from corral.dsl import parameters as P
 from corral.dsl.errors import did_you_mean
@@ -69,8 +69,9 @@ class Bye(Exception):
 
 class Repl:
     def __init__(self, session: Session, *, verbose: bool = False, format: str | None = None,
-                 read: Callable[[str], str] = input):
+                 read: Callable[[str], str] = input, history: bool = True):
         self.session = session
+        self.history = history  # read and write ~/.corral/history (Settings.nohistory turns it off)
         self.verbose = verbose
         self.format = format
         self.read_line = read
@@ -80,14 +81,14 @@ class Repl:
 
     # -- the loop -----------------------------------------------------------------------------------
     def loop(self) -> int:
-        history = _setup_line_editing()
+        history = _setup_line_editing(self.history)
         try:
             while True:
                 try:
                     text = self.read()
                 except EOFError:  # Ctrl-D
                     write("\n")
-                    return EXIT_OK
+                    return ExitCode.OK
                 except KeyboardInterrupt:
                     write("\nUse Ctrl + d or /bye to exit.\n")
                     continue
@@ -97,7 +98,7 @@ class Repl:
                     try:
                         self.command(text.strip() if "\n" not in text else text.lstrip())
                     except Bye:
-                        return EXIT_OK
+                        return ExitCode.OK
                     continue
                 self.ask(text)
         finally:
@@ -265,7 +266,7 @@ class Repl:
             output.out("\n".join(lines))
 
 
-def _setup_line_editing() -> Callable[[], None] | None:
+def _setup_line_editing(history: bool = True) -> Callable[[], None] | None:
     """Line editing and history when both ends are a terminal; returns the history saver."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return None
@@ -273,7 +274,7 @@ def _setup_line_editing() -> Callable[[], None] | None:
         import readline
     except ImportError:  # Windows without pyreadline: plain input() still works
         return None
-    if os.environ.get("CORRAL_NOHISTORY"):
+    if not history:
         return None
     path = Path.home() / ".corral" / "history"
     try:

@@ -18,16 +18,14 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from corral.cli import output
-from corral.cli.client import Client, Message
-from corral.cli.context import report
-from corral.errors import CorralError
+from corral.cli.client import Client, Message, running_server
+from corral.cli.context import settings
+from corral.cli.exit import ExitCode, UsageError
 from corral.dsl.parameters import ParamValue
 
 if TYPE_CHECKING:  # the runtime loads only when a command runs a model
     from corral.config.settings import Settings
     from corral.runtime.inference import Done
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 OnText = Callable[[str], None]
 Options = Mapping[str, ParamValue]
@@ -150,16 +148,7 @@ class LocalSession:
 
 def _settings() -> Settings:
     """The CORRAL_* settings a server would read; a bad value is the user's error."""
-    from pydantic import ValidationError
-
-    from corral.config.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as e:
-        problem = e.errors()[0]
-        field = ".".join(str(p) for p in problem["loc"])
-        raise CorralError(f"CORRAL_{field.upper()}: {problem['msg']}") from None
+    return settings("corral run")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -178,15 +167,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def open_session(model: str, keepalive: str | None) -> Session:
     """A session at the server when one answers, else in this process."""
-    client = Client()
-    if client.is_running():
+    client = running_server(_settings().host)
+    if client is not None:
         try:
             client.show(model)  # an unknown model fails here, before a session opens
         except BaseException:
             client.close()
             raise
         return ServerSession(client, model, keepalive)
-    client.close()
     from corral.config.durations import parse_keep_alive
 
     return LocalSession(model, parse_keep_alive(keepalive))
@@ -199,31 +187,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         parse_keep_alive(args.keepalive)
     except DurationError as e:
-        output.err(f"corral run: error: --keepalive: {e} (a duration such as 30s, 5m or 1h; negative: forever)")
-        return EXIT_USAGE
+        raise UsageError("corral run", f"--keepalive: {e} (a duration such as 30s, 5m or 1h; negative: forever)") from None
     prompt = " ".join(args.prompt)
     interactive = not prompt and sys.stdin.isatty()
     if not sys.stdin.isatty():  # a piped prompt comes first, the arguments after it (as Ollama)
         piped = sys.stdin.read()
         prompt = f"{piped}\n{prompt}" if prompt and piped else (piped or prompt)
     if not interactive and not prompt.strip():
-        output.err("corral run: error: the prompt is empty")
-        return EXIT_USAGE
-    try:
-        session = open_session(args.model, args.keepalive)
-    except CorralError as e:
-        report(e)
-        return EXIT_ERROR
+        raise UsageError("corral run", "the prompt is empty")
+    session = open_session(args.model, args.keepalive)
     try:
         if interactive:
-            return repl.Repl(session, verbose=args.verbose, format=args.format).loop()
+            return repl.Repl(session, verbose=args.verbose, format=args.format,
+                             history=not _settings().nohistory).loop()
         return answer_once(session, prompt, verbose=args.verbose, format=args.format)
-    except CorralError as e:
-        report(e)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         output.err("")
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     finally:
         session.close()
 
@@ -234,7 +214,7 @@ def answer_once(session: Session, prompt: str, *, verbose: bool, format: str | N
     sys.stdout.flush()
     if verbose:
         output.err(render_stats(stats))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def write(text: str) -> None:

@@ -8,14 +8,13 @@ from datetime import datetime, timezone
 from rich.console import Console
 from rich.table import Table
 
-from corral.cli import output
-from corral.cli.client import Client, RunningModel, parse_time
-from corral.cli.context import report
+from corral.cli.client import Client, ClientError, RunningModel, base_url, parse_time, running_server
+from corral.cli.context import settings
+from corral.cli.exit import ExitCode
 from corral.compiler.plan import human_bytes
 from corral.errors import CorralError
 from corral.store import names
 
-EXIT_OK, EXIT_ERROR = 0, 1
 FOREVER_AFTER_DAYS = 365 * 10  # an expiry this far out is a model kept loaded (keep_alive < 0)
 
 
@@ -28,48 +27,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=stop)
 
 
-def _connected() -> Client | None:
-    client = Client()
-    if client.is_running():
-        return client
-    output.err(f"error: no Corral server is running at {client.url}; start one with `corral serve`")
-    client.close()
-    return None
+def _connected() -> Client:
+    """A client for the running server; ClientError when none answers."""
+    host = settings().host
+    client = running_server(host)
+    if client is None:
+        raise ClientError(f"no Corral server is running at {base_url(host)}; start one with `corral serve`")
+    return client
 
 
 def ps(args: argparse.Namespace) -> int:
-    client = _connected()
-    if client is None:
-        return EXIT_ERROR
-    try:
-        with client:
-            models = client.ps()
-    except CorralError as e:
-        report(e)
-        return EXIT_ERROR
+    with _connected() as client:
+        models = client.ps()
     table = Table("NAME", "ID", "SIZE", "PROCESSOR", "UNTIL", box=None, pad_edge=False)
     for m in models:
         digest = m.get("digest", "").removeprefix("sha256:")
         table.add_row(m.get("name", ""), digest[:12], human_bytes(m.get("size", 0)), processor(m), until(m))
     Console(width=200).print(table, highlight=False)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def stop(args: argparse.Namespace) -> int:
-    client = _connected()
-    if client is None:
-        return EXIT_ERROR
-    try:
-        with client:
-            wanted = _key(args.model)
-            if not any(_key(m.get("name", "")) == wanted for m in client.ps()):
-                output.err(f'error: couldn\'t find model "{args.model}" to stop')
-                return EXIT_ERROR
-            client.generate(args.model, "", keep_alive=0)
-    except CorralError as e:
-        report(e)
-        return EXIT_ERROR
-    return EXIT_OK
+    with _connected() as client:
+        wanted = _key(args.model)
+        if not any(_key(m.get("name", "")) == wanted for m in client.ps()):
+            raise ClientError(f'couldn\'t find model "{args.model}" to stop')
+        client.generate(args.model, "", keep_alive=0)
+    return ExitCode.OK
 
 
 def _key(name: str) -> object:

@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from corral.cli import output
+from corral.cli.context import settings as read_settings
+from corral.cli.exit import ExitCode
+from corral.config.settings import variables
 
 log = logging.getLogger("corral.serve")
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", aliases=["start"], help="run the API server in the foreground",
                        description="Serve the Ollama-compatible API (/api) and the OpenAI-compatible one (/v1). "
-                       "Settings come from CORRAL_* environment variables: CORRAL_HOST, CORRAL_MODELS, "
-                       "CORRAL_KEEP_ALIVE, CORRAL_MAX_LOADED_MODELS, CORRAL_NUM_PARALLEL, CORRAL_MAX_QUEUE, "
-                       "CORRAL_LIBRARY, CORRAL_ORIGINS.")
+                       f"Settings come from CORRAL_* environment variables: {', '.join(variables())}.")
     p.add_argument("--host", metavar="HOST[:PORT]",
                    help="address to listen on (overrides CORRAL_HOST; default 127.0.0.1:11434)")
     p.add_argument("--library", metavar="DIR",
@@ -53,20 +48,13 @@ def configure_logging() -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from corral.config.settings import Settings  # the server stack loads only for this command
-
-    try:
-        overrides: dict = {"host": args.host} if args.host else {}
-        if args.library:
-            overrides["library"] = Path(args.library).resolve()
-        settings = Settings(**overrides)
-        if settings.library is None and "CORRAL_LIBRARY" not in os.environ and checkout_library():
-            settings = settings.model_copy(update={"library": checkout_library()})
-    except ValidationError as e:
-        for problem in e.errors():
-            field = ".".join(str(p) for p in problem["loc"])
-            output.err(f"corral serve: error: CORRAL_{field.upper()}: {problem['msg']}")
-        return EXIT_USAGE
+    overrides: dict = {"host": args.host} if args.host else {}
+    if args.library:
+        overrides["library"] = Path(args.library).resolve()
+    settings = read_settings("corral serve", **overrides)
+    # Unset CORRAL_LIBRARY (not one set empty) means: the checkout's library/, in a checkout.
+    if settings.library is None and "library" not in settings.model_fields_set and checkout_library():
+        settings = settings.model_copy(update={"library": checkout_library()})
     configure_logging()
     from corral.server.app import create_app
 
@@ -86,4 +74,4 @@ def serve(args: argparse.Namespace) -> int:
                      f", {len(broken)} with errors (see `corral library status`)" if broken else "")
 
     app.run(host=host, port=port, single_process=True, access_log=False, motd=False, auto_reload=False)
-    return EXIT_OK
+    return ExitCode.OK

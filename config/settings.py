@@ -1,17 +1,20 @@
-"""Server settings, read once from `CORRAL_*` environment variables.
+"""Every `CORRAL_*` environment variable, read once into one `Settings`.
 
-Each field mirrors one of Ollama's `OLLAMA_*` variables (same meaning, same default) unless its
-description says otherwise. `create_app` receives a `Settings` and never reads the environment
-itself, so tests build settings directly: `Settings(models=tmp_path, keep_alive="0")`.
+Each field is one variable (`CORRAL_` + its name in capitals) and mirrors one of Ollama's
+`OLLAMA_*` variables (same meaning, same default) unless its description says otherwise. Nothing
+else in Corral reads a `CORRAL_*` variable: the command or the server reads `Settings()` once and
+passes the values down (`create_app(settings)`, `Store(settings.models)`, `Engine(...,
+cpu_repack=settings.cpu_repack)`), so tests build settings directly: `Settings(models=tmp_path,
+keep_alive="0")`. The README's settings table lists every field (tests/test_docs.py checks).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corral.config.durations import DurationError, parse_env_duration
@@ -70,7 +73,7 @@ def parse_host(text: str) -> tuple[str, int]:
 
 
 class Settings(BaseSettings):
-    """Everything `corral serve` can be told, with Ollama's defaults."""
+    """Every `CORRAL_*` variable: what `corral serve` and the other commands can be told, with Ollama's defaults."""
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", validate_default=True)
 
@@ -82,7 +85,7 @@ class Settings(BaseSettings):
     models: Path = Field(
         default_factory=_default_models,
         description="The model store folder (CORRAL_MODELS), laid out like Ollama's `~/.ollama/models`; "
-        "default `~/.corral/models`.",
+        "default (also when empty) `~/.corral/models`; a leading `~` is the home folder.",
     )
     keep_alive: str = Field(
         default="5m",
@@ -116,6 +119,29 @@ class Settings(BaseSettings):
         "wildcards); localhost, 127.0.0.1, 0.0.0.0 and app://, file://, tauri://, vscode-webview:// "
         "and vscode-file:// origins are always allowed.",
     )
+    omp_wait_policy: str | None = Field(
+        default=None,
+        description="OMP_WAIT_POLICY for the model workers only (CORRAL_OMP_WAIT_POLICY): unset keeps "
+        "libgomp's default (threads spin at OpenMP barriers, fastest for one model); `PASSIVE` makes them "
+        "sleep, better when several busy models share few cores.",
+    )
+    cpu_repack: Literal["on", "off"] | None = Field(
+        default=None,
+        description="llama.cpp's repacked (AMX) CPU weights (CORRAL_CPU_REPACK): `off` skips them, `on` "
+        "uses them; unset (or any other value) means as learnt on this machine: where they crash, the "
+        "first load finds out and the answer is kept in the user's cache folder.",
+    )
+    nohistory: bool = Field(
+        default=False,
+        description="Any non-empty value (CORRAL_NOHISTORY) keeps `corral run`'s interactive session from "
+        "reading and writing its history file, `~/.corral/history` (like OLLAMA_NOHISTORY).",
+    )
+    registry: str | None = Field(
+        default=None,
+        description="The registry that serves names on Ollama's default host, `registry.ollama.ai` "
+        "(CORRAL_REGISTRY): `[https://]HOST[:PORT]`, a mirror; names that give their own host are "
+        "pulled from that host. Unset: Ollama's public registry. Plain `http://` needs `--insecure`.",
+    )
 
     @field_validator("host", mode="before")
     @classmethod
@@ -123,7 +149,34 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         host, port = parse_host(value)
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # https:// stays: a client of this address (the CLI) speaks TLS to it
+        scheme = "https://" if value.strip().strip("\"'").lower().startswith("https://") else ""
+        return scheme + (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _default_when_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return _default_models()
+        return Path(value).expanduser() if isinstance(value, (str, Path)) else value
+
+    @field_validator("omp_wait_policy", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("cpu_repack", mode="before")
+    @classmethod
+    def _on_off_or_learnt(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return value if value in ("on", "off") else None
+        return value
+
+    @field_validator("nohistory", mode="before")
+    @classmethod
+    def _any_text_is_true(cls, value: object) -> object:
+        return bool(value.strip()) if isinstance(value, str) else value
 
     @field_validator("keep_alive")
     @classmethod
@@ -155,3 +208,18 @@ class Settings(BaseSettings):
     def allowed_origins(self) -> tuple[str, ...]:
         """The origin patterns CORS accepts: the user's, then Ollama's defaults."""
         return tuple(self.origins) + DEFAULT_ORIGINS
+
+
+def variable(field: str) -> str:
+    """The environment variable of a Settings field: `num_parallel` -> `CORRAL_NUM_PARALLEL`."""
+    return f"CORRAL_{field.upper()}"
+
+
+def variables() -> list[str]:
+    """Every variable Settings reads, in field order (`corral serve --help` lists them)."""
+    return [variable(name) for name in Settings.model_fields]
+
+
+def problems(error: ValidationError) -> list[str]:
+    """`CORRAL_NAME: what is wrong`, one per bad value of a Settings validation error."""
+    return [f"{variable('.'.join(str(p) for p in problem['loc']))}: {problem['msg']}" for problem in error.errors()]

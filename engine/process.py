@@ -29,7 +29,7 @@ import threading
 import uuid
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import AsyncIterator, ClassVar, Union
+from typing import AsyncIterator, ClassVar, Literal, Union
 
 from corral.compiler.spec import RuntimeSpec
 from corral.machine import facts as machine_facts
@@ -77,8 +77,11 @@ class Engine:
     # weights (AMX kernels) crash on virtual machines that advertise AMX without supporting it.
     _cpu_repack_crashes: ClassVar[bool] = False
 
-    def __init__(self, spec: RuntimeSpec, *, n_slots: int | None = None) -> None:
+    def __init__(self, spec: RuntimeSpec, *, n_slots: int | None = None, omp_wait_policy: str | None = None,
+                 cpu_repack: Literal["on", "off"] | None = None) -> None:
         self._spec = spec
+        self._omp_wait_policy = omp_wait_policy  # the worker's OMP_WAIT_POLICY (Settings.omp_wait_policy)
+        self._cpu_repack = cpu_repack  # on/off forces repacked CPU weights; None: as learnt (Settings.cpu_repack)
         self._n_slots = n_slots if n_slots is not None else spec.load.num_parallel
         if self._n_slots < 1:
             raise ValueError(f"an engine needs at least one slot, not {self._n_slots}")
@@ -129,7 +132,7 @@ class Engine:
             if self.alive:
                 return
             self._loop = asyncio.get_running_loop()
-            extra_buffers = not (Engine._cpu_repack_crashes or machine_facts.repack_crashes())
+            extra_buffers = not (Engine._cpu_repack_crashes or machine_facts.repack_crashes(self._cpu_repack))
             try:
                 await self._spawn(extra_buffers)
             except _LoadCrashed as e:
@@ -149,7 +152,7 @@ class Engine:
     async def _spawn(self, extra_buffers: bool) -> None:
         context = multiprocessing.get_context("spawn")
         conn, child_conn = context.Pipe()
-        config = worker.WorkerConfig(self._spec, self._n_slots, extra_buffers)
+        config = worker.WorkerConfig(self._spec, self._n_slots, extra_buffers, self._omp_wait_policy)
         proc = context.Process(target=worker.run, args=(child_conn, config), daemon=True,
                                name=f"corral-worker:{self._spec.name}")
         try:

@@ -74,6 +74,7 @@ class WorkerConfig:
     spec: RuntimeSpec
     n_slots: int
     extra_buffers: bool = True  # llama.cpp's repacked CPU weights; see Engine._spawn
+    omp_wait_policy: str | None = None  # OMP_WAIT_POLICY for this worker (CORRAL_OMP_WAIT_POLICY)
 
 
 def run(conn: Connection, config: WorkerConfig) -> None:
@@ -84,9 +85,10 @@ def run(conn: Connection, config: WorkerConfig) -> None:
     # there by default. For one model on its cores that is the fast choice (bench/throughput.py:
     # 88 tok/s against 31 with sleeping waits on 2 cores); several busy workers on the same cores
     # spin against each other, and OMP_WAIT_POLICY=PASSIVE in the server's environment (which the
-    # workers inherit) is then the better setting. CORRAL_OMP_WAIT_POLICY sets it for workers only.
-    if os.environ.get("CORRAL_OMP_WAIT_POLICY"):
-        os.environ["OMP_WAIT_POLICY"] = os.environ["CORRAL_OMP_WAIT_POLICY"]
+    # workers inherit) is then the better setting. CORRAL_OMP_WAIT_POLICY (Settings.omp_wait_policy,
+    # passed in the config) sets it for workers only.
+    if config.omp_wait_policy:
+        os.environ["OMP_WAIT_POLICY"] = config.omp_wait_policy
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING,
                             format="%(asctime)s %(levelname)s corral-worker[%(process)d] %(name)s: %(message)s")

@@ -2,20 +2,23 @@
 
 Where llama.cpp's repacked CPU weights (AMX kernels) crash, the first load finds out by crashing
 once; the answer is kept in the user's cache folder, keyed by CPU and llama-cpp-python version,
-so `corral run` does not crash and warn on every start.
+so `corral run` does not crash and warn on every start. The cache folder is platformdirs' (on
+Linux `$XDG_CACHE_HOME/corral`, else `~/.cache/corral`); the user's override (CORRAL_CPU_REPACK,
+read by corral.config.Settings) comes in as an argument.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Literal
+
+import platformdirs
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "corral"
+    return platformdirs.user_cache_path("corral", appauthor=False)
 
 
 def _key() -> str:
@@ -31,10 +34,10 @@ def _key() -> str:
     return hashlib.sha256(f"{cpu}|{llama}".encode()).hexdigest()[:16]
 
 
-def repack_crashes() -> bool:
-    """Whether an earlier process saw repacked CPU weights crash here (CORRAL_CPU_REPACK=on/off overrides)."""
-    forced = os.environ.get("CORRAL_CPU_REPACK", "").lower()
-    if forced in ("on", "off"):
+def repack_crashes(forced: Literal["on", "off"] | None = None) -> bool:
+    """Whether to avoid repacked CPU weights: `forced` ("off" avoids them, "on" uses them) when given,
+    else whether an earlier process saw them crash here."""
+    if forced is not None:
         return forced == "off"
     return (_cache_dir() / f"cpu-repack-crashes-{_key()}").exists()
 

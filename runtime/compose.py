@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Protocol
 
 from corral.compiler.compile import CompileOptions
+from corral.compiler.spec import RuntimeSpec
 from corral.config.settings import Settings
 from corral.sources.catalog import Catalog
 from corral.sources.library import Library
 from corral.sources.stored import ModelListing, ShowInfo
-from corral.runtime.scheduler import ModelSource, Scheduler, SchedulerSettings
+from corral.runtime.scheduler import EngineFactory, EngineLike, ModelSource, Scheduler, SchedulerSettings
 from corral.store.store import Store
 
 
@@ -70,6 +71,15 @@ def compile_options(settings: Settings) -> CompileOptions:
                           num_parallel=settings.num_parallel)
 
 
+def engine_factory(settings: Settings) -> EngineFactory:
+    """Engines whose workers run as the settings say (CORRAL_OMP_WAIT_POLICY, CORRAL_CPU_REPACK)."""
+    def engine(spec: RuntimeSpec) -> EngineLike:
+        from corral.engine.process import Engine  # the worker machinery loads only when a model does
+
+        return Engine(spec, omp_wait_policy=settings.omp_wait_policy, cpu_repack=settings.cpu_repack)
+    return engine
+
+
 def build_runtime(settings: Settings, *, store: Store | None = None, models: ModelCatalog | None = None,
                   scheduler: Scheduler | None = None, options: CompileOptions | None = None,
                   serve_library: bool = True, keep_alive: float | None = None) -> Runtime:
@@ -97,5 +107,6 @@ def build_runtime(settings: Settings, *, store: Store | None = None, models: Mod
     if scheduler is None:
         scheduler = Scheduler(models, SchedulerSettings(
             keep_alive=settings.keep_alive_seconds if keep_alive is None else keep_alive,
-            max_loaded_models=settings.max_loaded_models, max_queue=settings.max_queue))
+            max_loaded_models=settings.max_loaded_models, max_queue=settings.max_queue),
+            engine_factory=engine_factory(settings))
     return Runtime(settings, store, models, scheduler, library)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator
 
 from corral.store.errors import BlobNotFoundError, DigestMismatchError, InvalidManifestError, ModelNotFoundError
 from corral.store.files import atomic_write
@@ -68,17 +67,6 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
-
-    @staticmethod
-    def default_root(env: Mapping[str, str] | None = None) -> Path:
-        """`$CORRAL_MODELS`, else `~/.corral/models`."""
-        env = os.environ if env is None else env
-        value = env.get("CORRAL_MODELS", "")
-        return Path(value).expanduser() if value else Path.home() / ".corral" / "models"
-
-    @classmethod
-    def default(cls, env: Mapping[str, str] | None = None) -> Store:
-        return cls(cls.default_root(env))
 
     # -- blobs -----------------------------------------------------------------------------------
 

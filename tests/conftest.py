@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 
 # Tests keep several model workers alive at once on few cores; spinning OpenMP threads would slow
-# each other down many times over, so the workers these tests spawn wait passively.
+# each other down many times over, so the workers these tests spawn wait passively: the ones a
+# `corral` command or server starts (CORRAL_OMP_WAIT_POLICY, read by its Settings) and the ones a
+# test's own Engine starts (they inherit OMP_WAIT_POLICY).
 os.environ.setdefault("CORRAL_OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_WAIT_POLICY", os.environ["CORRAL_OMP_WAIT_POLICY"])
 
 from tests import models
 from tests.sealed import sealed_environment

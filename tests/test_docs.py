@@ -42,11 +42,40 @@ def test_ci_runs_the_readme_demo_then_the_test_command():
     assert marked_block("test-command") == "pip install -e '.[test]' && python -m pytest -q"
 
 
-def test_every_server_setting_is_documented():
-    from corral.config.settings import Settings
+def _settings_table() -> str:
+    """The README's table under `### Settings`."""
+    section = README.split("### Settings", 1)[1].split("\n#", 1)[0]
+    return "\n".join(line for line in section.splitlines() if line.startswith("|"))
 
-    for name in Settings.model_fields:
-        assert f"`CORRAL_{name.upper()}`" in README, name
+
+def test_every_setting_is_documented_in_the_settings_table():
+    from corral.config.settings import variables
+
+    table = _settings_table()
+    missing = [v for v in variables() if f"| `{v}` |" not in table]
+    assert missing == [], f"README's settings table lacks {missing}"
+
+
+def test_the_settings_table_names_only_settings():
+    from corral.config.settings import variables
+
+    documented = re.findall(r"^\| `(CORRAL_[A-Z_]+)` \|", _settings_table(), re.M)
+    assert sorted(documented) == sorted(variables())
+
+
+def test_no_corral_variable_is_read_outside_settings():
+    """Nothing but corral.config.settings reads a CORRAL_* variable (the CLI passes values down)."""
+    import tomllib
+
+    repo = Path(__file__).resolve().parent.parent
+    folders = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+    readers = re.compile(r"""(environ|getenv)\b[^\n]*["']CORRAL_""")
+    found = [f"{path.relative_to(repo)}:{number}"
+             for folder in sorted(set(folders)) if folder != "."
+             for path in sorted((repo / folder).glob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if readers.search(line)]
+    assert found == []
 
 
 def test_readme_opens_with_the_demo_then_the_test_command():

@@ -426,8 +426,13 @@ def test_client_address_follows_corral_host(host, url):
 
 
 def test_client_address_reads_corral_host(monkeypatch):
+    from corral.cli.context import settings
+
     monkeypatch.setenv("CORRAL_HOST", ":4321")
-    assert Client().url == "http://127.0.0.1:4321"
+    assert Client(settings().host).url == "http://127.0.0.1:4321"
+    monkeypatch.setenv("CORRAL_HOST", "https://example.com")
+    assert Client(settings().host).url == "https://example.com:443"
+    assert Client().url == "http://127.0.0.1:11434"  # the client itself reads no environment
 
 
 def mock_client(handler) -> Client:

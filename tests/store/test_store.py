@@ -47,24 +47,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-# -- where the store lives -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "env, under_home",
-    [
-        ({"CORRAL_MODELS": "/srv/models"}, None),
-        ({"CORRAL_MODELS": "~/m"}, "m"),
-        ({"CORRAL_MODELS": ""}, ".corral/models"),
-        ({}, ".corral/models"),
-    ],
-)
-def test_default_root(env, under_home):
-    # Each test has a home of its own, so paths under it are known only when the test runs.
-    root = Path("/srv/models") if under_home is None else Path.home() / under_home
-    assert Store.default(env).root == root
-
-
 # -- blobs -----------------------------------------------------------------------------------------
 
 
