@@ -1,7 +1,7 @@
 """GPU inventory: which NVIDIA GPUs this process may use, and how much memory each has free.
 
 The planner never talks to NVML itself; it takes a `GpuInventory`, so placement is plain logic
-tested with injected readings (`StaticProbe`). `NvmlProbe` is the one real reader. It never raises:
+tested with readings written by hand. `NvmlProbe` is the one real reader. It never raises:
 a machine without the library, the driver or a GPU gets an empty inventory whose `reason` says
 why, and the plan repeats that reason instead of silently running on the CPU.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,22 +43,6 @@ class GpuInventory(BaseModel):
 
     def device(self, index: int) -> GpuDevice | None:
         return next((d for d in self.devices if d.index == index), None)
-
-
-class GpuProbe(Protocol):
-    """Anything that can report the GPUs right now."""
-
-    def read(self) -> GpuInventory: ...
-
-
-class StaticProbe:
-    """Reports fixed readings: for tests, and for machines told their GPUs by configuration."""
-
-    def __init__(self, inventory: GpuInventory):
-        self.inventory = inventory
-
-    def read(self) -> GpuInventory:
-        return self.inventory
 
 
 class NvmlProbe:

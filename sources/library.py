@@ -14,7 +14,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -233,8 +233,4 @@ def _action(old: Entry | None, spec: RuntimeSpec) -> Action:
     return "update-spec" if old.spec.load_digest == spec.load_digest else "update-reload"
 
 
-def with_state(entry: Entry, state: State) -> Entry:
-    return replace(entry, state=state)
-
-
-__all__ = ["Change", "Entry", "Library", "Problem", "discover", "model_name_of", "field"]
+__all__ = ["Change", "Entry", "Library", "Problem", "discover", "model_name_of"]

@@ -82,12 +82,6 @@ class ModelInfo(BaseModel):
         """Bytes of tensor data in the file."""
         return sum(t.n_bytes for t in self.tensors)
 
-    @property
-    def non_layer_bytes(self) -> int:
-        """Bytes of tensors outside blk.N.* (token_embd, output, output_norm, ...)."""
-        return self.weights_bytes - sum(self.layer_bytes)
-
-
 
 def read_model_info(path: str | Path) -> ModelInfo:
     """Check the GGUF at `path` and describe the model in it.

@@ -85,7 +85,7 @@ def test_model_info_is_frozen_and_hides_tensors_from_repr(tiny: Path) -> None:
     with pytest.raises(Exception):
         info.block_count = 3  # type: ignore[misc]
     assert "tensors=" not in repr(info)
-    assert info.non_layer_bytes == info.input_bytes + info.output_bytes
+    assert info.weights_bytes - sum(info.layer_bytes) == info.input_bytes + info.output_bytes
 
 
 # --- Broken files: every defect gets its exact message ------------------------------------------

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from corral.compiler.errors import CompileError
 from corral.compiler.gguf.info import ModelInfo, read_model_info
-from corral.machine.gpus import GpuDevice, GpuInventory, NvmlProbe, StaticProbe
+from corral.machine.gpus import GpuDevice, GpuInventory, NvmlProbe
 from corral.compiler.plan import GPU_RESERVE_BYTES, MemoryPlan, human_bytes, plan_memory
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -144,7 +144,7 @@ PLANS = [
     ids=[p[0] for p in PLANS],
 )
 def test_placement(info, inventory, options, backend, ngl, split, main_gpu, layers, reasons) -> None:
-    plan = plan_memory(info, StaticProbe(inventory).read(), num_ctx=8192, **options)
+    plan = plan_memory(info, inventory, num_ctx=8192, **options)
     assert (plan.backend, plan.n_gpu_layers, plan.main_gpu) == (backend, ngl, main_gpu)
     assert plan.tensor_split == split
     assert {d.index: d.layers for d in plan.devices} == layers
