@@ -11,8 +11,9 @@ Exception tree of the server's own errors (the rest come from the layers below):
 What each error answers is chosen here and nowhere else (`status_of`):
 
 * a class in `STATUS`, or the nearest ancestor that is (the most specific class wins): its status.
-  The lower layers' errors (corral.store, corral.engine, corral.compiler, corral.dsl) declare no
-  status of their own: what a failure means to an HTTP client is the server's business;
+  The lower layers' errors (corral.store, corral.registry, corral.engine, corral.compiler,
+  corral.dsl, corral.runtime) declare no status of their own: what a failure means to an HTTP
+  client is the server's business;
 * Sanic's own exceptions (unknown route, wrong method, oversized body): their status;
 * anything else is a bug: 500, logged with its traceback.
 
@@ -34,6 +35,9 @@ from corral.compiler.errors import CompileError
 from corral.dsl.errors import DefinitionError, FormatError
 from corral.engine.errors import ContextOverflowError, EngineError, EngineInputError, ServerBusyError
 from corral.errors import CorralError
+from corral.registry.errors import (BlobTransferError, CredentialsError, InsecureRegistryError, InsufficientSpaceError,
+                                    ManifestNotFoundError, ManifestRejectedError, RegistryAuthError, RegistryError,
+                                    RegistryResponseError, RegistryUnreachableError, TransferCancelledError)
 from corral.runtime.errors import RequestError
 from corral.store.errors import (BlobNotFoundError, DigestMismatchError, InvalidDigestError, InvalidManifestError,
                                  InvalidNameError, ModelNotFoundError, StoreError)
@@ -94,6 +98,18 @@ STATUS: dict[type[CorralError], int] = {
     ContextOverflowError: 400,
     EngineInputError: 400,
     ServerBusyError: 503,
+    # a registry (pull, push): the client's mistakes are 4xx, a registry that fails us is a bad gateway
+    RegistryError: 500,
+    InsecureRegistryError: 400,
+    RegistryUnreachableError: 502,
+    RegistryAuthError: 401,
+    RegistryResponseError: 502,
+    ManifestNotFoundError: 404,
+    ManifestRejectedError: 502,
+    BlobTransferError: 502,
+    InsufficientSpaceError: 507,
+    TransferCancelledError: 499,  # nginx's "client closed request": the caller stopped it
+    CredentialsError: 500,
 }
 """The HTTP status of each Corral error class; a class not listed answers its nearest listed ancestor's."""
 

@@ -10,6 +10,8 @@ import pytest
 import corral.store.create
 from corral.compiler import errors as compiler_errors
 from corral.dsl import errors as dsl_errors
+from corral.registry import errors as registry_errors
+from corral.runtime import errors as runtime_errors
 from corral.compiler.errors import CompileError, TemplateError
 from corral.errors import CorralError
 from corral.engine import errors as engine_errors
@@ -131,7 +133,8 @@ def test_unknown_routes_and_methods(fake):
 
 
 def _error_classes():
-    for module in (store_errors, engine_errors, compiler_errors, dsl_errors, server_errors):
+    for module in (store_errors, registry_errors, engine_errors, compiler_errors, dsl_errors, runtime_errors,
+                   server_errors):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, CorralError) and cls.__module__ == module.__name__:
                 yield cls
