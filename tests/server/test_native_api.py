@@ -1,17 +1,21 @@
-"""The native API over fake models: framing, statistics, prompts, options, load/unload, tools."""
+"""The native API over the real runtime with scripted engines: framing, statistics, prompts,
+options, load/unload, tools. Expected statistics and texts come from the engines' script."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 import corral.store.create
 from corral.engine.errors import EngineError
+from corral.compiler.gguf.info import parameter_size_label
 from corral.config.durations import FOREVER
+from corral.server.streaming import rfc3339nano
+from tests.ggufs import TinyLlama
 from corral.runtime.structured import json_grammar
 
 RFC3339NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
@@ -19,6 +23,11 @@ CHAT = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}]}
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                            "required": ["city"]}}}
+
+
+def unit(vector) -> list[float]:
+    norm = sum(x * x for x in vector) ** 0.5
+    return [x / norm for x in vector]
 
 
 def lines(response) -> list[dict]:
@@ -30,28 +39,33 @@ def test_generate_streams_ndjson_with_final_statistics(fake):
     r = fake.client.post("/api/generate", json={"model": "smol", "prompt": "Hi"})
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
     chunks = lines(r)
-    assert [c["response"] for c in chunks] == ["Hello", ",", " world", ""]
+    script = fake.engines
+    assert [c["response"] for c in chunks] == [*script.pieces, ""]
     assert all(c["model"] == "smol" and RFC3339NANO.match(c["created_at"]) for c in chunks)
-    assert [c["done"] for c in chunks] == [False, False, False, True]
+    assert [c["done"] for c in chunks] == [False] * len(script.pieces) + [True]
     final = chunks[-1]
-    assert final["done_reason"] == "stop"
-    assert final["prompt_eval_count"] == 7 and final["eval_count"] == 3
-    assert final["prompt_eval_duration"] == 1000 and final["eval_duration"] == 2000
-    assert final["total_duration"] > 0 and "load_duration" not in final  # zero: omitted, as Go's omitempty
+    assert final["done_reason"] == script.done_reason
+    assert (final["prompt_eval_count"], final["eval_count"]) == (script.prompt_eval_count, len(script.pieces))
+    assert (final["prompt_eval_duration"], final["eval_duration"]) == (script.prompt_eval_duration,
+                                                                       script.eval_duration)
+    assert final["total_duration"] > 0 and final["load_duration"] == script.load_duration_ns  # this request loaded it
+    again = lines(fake.client.post("/api/generate", json={"model": "smol", "prompt": "Hi"}))[-1]
+    assert "load_duration" not in again  # loaded already: zero, omitted as Go's omitempty does
 
 
 def test_generate_without_streaming_concatenates(fake):
     r = fake.client.post("/api/generate", json={"model": "smol", "prompt": "Hi", "stream": False})
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
-    assert body["response"] == "Hello, world" and body["done"] is True and body["eval_count"] == 3
+    assert body["response"] == "".join(fake.engines.pieces) and body["done"] is True
+    assert body["eval_count"] == len(fake.engines.pieces)
 
 
 def test_generate_prompt_system_and_raw(fake):
     fake.client.post("/api/generate", json={"model": "smol", "prompt": "Hi", "stream": False})
     fake.client.post("/api/generate", json={"model": "smol", "prompt": "Hi", "system": "Be terse.", "stream": False})
     fake.client.post("/api/generate", json={"model": "smol", "prompt": "<raw>", "raw": True, "stream": False})
-    prompts = [r.prompt for r in fake.engine.requests]
+    prompts = [r.prompt for r in fake.engines.requests]
     assert prompts[0] == ("<|im_start|>system\nYou are Smol.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
                           "<|im_start|>assistant\n")
     assert prompts[1].startswith("<|im_start|>system\nBe terse.<|im_end|>")
@@ -62,19 +76,32 @@ def test_options_reach_the_engine(fake):
     fake.client.post("/api/chat", json={**CHAT, "stream": False, "options": {"temperature": 0, "seed": 3,
                                                                               "num_predict": 9, "stop": ["END"]}})
     fake.client.post("/api/chat", json={**CHAT, "stream": False})
-    first, second = fake.engine.requests
+    first, second = fake.engines.requests
     assert (first.sampling.temperature, first.sampling.seed, first.sampling.num_predict) == (0.0, 3, 9)
     assert first.stop == ("END",)
-    assert second.stop == ("<|im_end|>",) and second.sampling.temperature == 0.8  # the model's own settings
+    assert second.stop == fake.models.spec("smol").stop  # the model's own: its PARAMETER stop and its EOS
+    assert "<|im_end|>" in second.stop and second.sampling.temperature == 0.8  # Ollama's default
 
 
 @pytest.mark.parametrize("keep_alive, seconds", [(None, None), ("10m", 600.0), (30, 30.0), (-1, FOREVER), ("0", 0.0)])
-def test_keep_alive_reaches_the_scheduler(fake, keep_alive, seconds):
+def test_keep_alive_sets_how_long_the_model_stays(fake, keep_alive, seconds):
     body = {**CHAT, "stream": False}
     if keep_alive is not None:
         body["keep_alive"] = keep_alive
+    before = datetime.now(timezone.utc)
     fake.client.post("/api/chat", json=body)
-    assert fake.scheduler.keep_alives == [seconds]
+    after = datetime.now(timezone.utc)
+    running = fake.client.get("/api/ps").json()["models"]
+    if seconds == 0:
+        assert running == [] and fake.engines.closed == ["smol:latest"]
+        return
+    expires = datetime.fromisoformat(running[0]["expires_at"])
+    if seconds == FOREVER:
+        assert expires.year > 2200  # kept until stopped
+        return
+    stays = timedelta(seconds=seconds or fake.settings.keep_alive_seconds)  # None: the server's default
+    slack = timedelta(seconds=1)  # expires_at is computed from a monotonic deadline when asked
+    assert before + stays - slack <= expires <= after + stays + slack
 
 
 @pytest.mark.parametrize("path, body, key", [
@@ -84,27 +111,29 @@ def test_keep_alive_reaches_the_scheduler(fake, keep_alive, seconds):
 def test_empty_prompt_loads_and_keep_alive_zero_unloads(fake, path, body, key):
     r = fake.client.post(path, json=body)
     assert r.json()["done_reason"] == "load" and r.json()["done"] is True
-    assert "smol:latest" in fake.scheduler.loaded
+    assert [m["name"] for m in fake.client.get("/api/ps").json()["models"]] == ["smol:latest"]
+    assert fake.engines.started == ["smol:latest"] and fake.engines.requests == []
     r = fake.client.post(path, json={**body, "keep_alive": 0})
-    assert r.json()["done_reason"] == "unload" and fake.scheduler.unloaded == ["smol"]
+    assert r.json()["done_reason"] == "unload" and fake.engines.closed == ["smol:latest"]
+    assert fake.client.get("/api/ps").json() == {"models": []}
     assert r.json()[key] in ("", {"role": "assistant", "content": ""})
     assert fake.client.post(path, json={**body, "model": "nope"}).status_code == 404
 
 
 def test_chat_streams_messages(fake):
     chunks = lines(fake.client.post("/api/chat", json=CHAT))
-    assert [c["message"] for c in chunks[:-1]] == [{"role": "assistant", "content": t} for t in ("Hello", ",", " world")]
+    assert [c["message"] for c in chunks[:-1]] == [{"role": "assistant", "content": t} for t in fake.engines.pieces]
     assert chunks[-1]["message"] == {"role": "assistant", "content": ""} and chunks[-1]["done_reason"] == "stop"
 
 
 def test_chat_without_streaming(fake):
     body = fake.client.post("/api/chat", json={**CHAT, "stream": False}).json()
-    assert body["message"] == {"role": "assistant", "content": "Hello, world"} and body["done"] is True
+    assert body["message"] == {"role": "assistant", "content": "".join(fake.engines.pieces)} and body["done"] is True
     assert RFC3339NANO.match(body["created_at"])
 
 
 def test_length_done_reason(fake):
-    fake.engine.done_reason = "length"
+    fake.engines.done_reason = "length"
     assert fake.client.post("/api/chat", json={**CHAT, "stream": False}).json()["done_reason"] == "length"
 
 
@@ -113,7 +142,7 @@ def test_format_becomes_a_grammar(fake):
     fake.client.post("/api/chat", json={**CHAT, "stream": False, "format": {"type": "object", "properties": {
         "n": {"type": "integer"}}, "required": ["n"]}})
     fake.client.post("/api/chat", json={**CHAT, "stream": False, "format": ""})
-    grammars = [r.grammar for r in fake.engine.requests]
+    grammars = [r.grammar for r in fake.engines.requests]
     assert grammars[0] == json_grammar()
     assert '"\\"n\\""' in grammars[1] and "root ::=" in grammars[1]
     assert grammars[2] is None
@@ -127,7 +156,7 @@ def test_images_are_refused_for_text_only_models(fake):
                                  "so send the request without images")
     r = fake.client.post("/api/generate", json={"model": "smol", "prompt": "x", "images": ["aGk="]})
     assert r.status_code == 400 and "does not support images" in r.json()["error"]
-    assert fake.engine.requests == []
+    assert fake.engines.requests == []
 
 
 def test_thinking_is_refused_and_false_is_fine(fake):
@@ -137,7 +166,7 @@ def test_thinking_is_refused_and_false_is_fine(fake):
 
 
 def test_tool_calls_are_extracted(fake):
-    fake.engine.pieces = ['{"name": "get_weather", ', '"arguments": {"city": "Paris"}}']
+    fake.engines.pieces = ['{"name": "get_weather", ', '"arguments": {"city": "Paris"}}']
     body = fake.client.post("/api/chat", json={**CHAT, "tools": [WEATHER], "stream": False}).json()
     call = body["message"]["tool_calls"][0]
     assert body["message"]["content"] == ""
@@ -151,13 +180,13 @@ def test_tool_calls_are_extracted(fake):
 
 def test_text_answers_stream_while_tools_are_offered(fake):
     chunks = lines(fake.client.post("/api/chat", json={**CHAT, "tools": [WEATHER]}))
-    assert "".join(c["message"]["content"] for c in chunks) == "Hello, world"
-    assert len(chunks) == 4  # text was not held back until the end
+    assert "".join(c["message"]["content"] for c in chunks) == "".join(fake.engines.pieces)
+    assert len(chunks) == len(fake.engines.pieces) + 1  # text was not held back until the end
 
 
 def test_tools_for_a_template_without_tool_support(fake):
     fake.client.post("/api/chat", json={**CHAT, "tools": [WEATHER], "stream": False})
-    request = fake.engine.requests[0]
+    request = fake.engines.requests[0]
     assert request.prompt.startswith("<|im_start|>system\nYou are Smol.\n\nYou can call these tools:\n")
     assert '"name": "get_weather"' in request.prompt
     assert request.grammar.startswith("root ::= corral-call | corral-text")
@@ -165,7 +194,7 @@ def test_tools_for_a_template_without_tool_support(fake):
 
 def test_tools_for_a_template_with_tool_support(fake):
     fake.client.post("/api/chat", json={**CHAT, "model": "toolsmodel", "tools": [WEATHER], "stream": False})
-    request = fake.engine.requests[0]
+    request = fake.engines.requests[0]
     assert request.prompt.startswith("<|im_start|>system\n# Tools\nget_weather\n")
     assert request.grammar is None
 
@@ -176,65 +205,74 @@ def test_tool_results_in_history_become_text_for_plain_templates(fake):
                     {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
                 {"role": "tool", "content": "sunny", "tool_name": "get_weather"}]
     fake.client.post("/api/chat", json={"model": "smol", "messages": messages, "tools": [WEATHER], "stream": False})
-    prompt = fake.engine.requests[0].prompt
+    prompt = fake.engines.requests[0].prompt
     assert '<|im_start|>assistant\n{"name": "get_weather", "arguments": {"city": "Paris"}}<|im_end|>' in prompt
     assert "<|im_start|>user\nResult of get_weather: sunny<|im_end|>" in prompt
 
 
 def test_an_error_after_streaming_started_is_the_last_line(fake):
-    fake.engine.fail_after = EngineError("the model worker crashed")
+    fake.engines.fail_after = EngineError("the model worker crashed")
     r = fake.client.post("/api/chat", json=CHAT)
     assert r.status_code == 200
     assert lines(r) == [lines(r)[0], {"error": "the model worker crashed"}]
     r = fake.client.post("/api/chat", json={**CHAT, "stream": False})
     assert r.status_code == 500 and r.json() == {"error": "the model worker crashed"}
-    assert fake.scheduler.in_use == 0
+    assert fake.in_flight() == 0 and fake.engines.closed == []  # the model stays loaded for the next request
 
 
 def test_a_client_that_disconnects_frees_its_slot(fake):
-    fake.engine.pieces = ["tok"] * 10_000
-    fake.engine.delay = 0.01
+    fake.engines.endless = True
     with fake.client.stream("POST", "/api/chat", json=CHAT) as r:
         it = r.iter_lines()
-        assert json.loads(next(it))["message"]["content"] == "tok"
-        assert fake.scheduler.in_use == 1
-    deadline = time.monotonic() + 10
-    while (fake.engine.closed_early == 0 or fake.scheduler.in_use) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert fake.engine.closed_early == 1 and fake.scheduler.in_use == 0
-    assert fake.engine.finished == 0
+        assert json.loads(next(it))["message"]["content"] == fake.engines.pieces[0]
+        assert fake.in_flight() == 1
+    assert fake.engines.stream_closed.wait(30)
+    # The lease ends in the same step of the server's loop as the engine's stream, before in_flight runs.
+    assert fake.engines.closed_early == 1 and fake.in_flight() == 0
+    assert fake.engines.finished == 0
 
 
 def test_embed_normalizes_and_cuts(fake):
     body = fake.client.post("/api/embed", json={"model": "smol", "input": ["a", "b"]}).json()
-    assert body["model"] == "smol" and body["embeddings"] == [[0.6, 0.8, 0.0], [0.6, 0.8, 0.0]]
-    assert body["prompt_eval_count"] == 4 and body["total_duration"] > 0
+    assert body["model"] == "smol" and body["embeddings"] == [unit(fake.engines.vector)] * 2
+    assert body["prompt_eval_count"] == 2 * fake.engines.tokens_per_input and body["total_duration"] > 0
+    assert [r.normalize for r in fake.engines.embedded] == [True]
     cut = fake.client.post("/api/embed", json={"model": "smol", "input": "a", "dimensions": 1}).json()
-    assert cut["embeddings"] == [[1.0]]
+    assert cut["embeddings"] == [[1.0]]  # cut to one number and normalized again
+    fake.client.post("/api/generate", json={"model": "smol", "keep_alive": 0})
     empty = fake.client.post("/api/embed", json={"model": "smol", "input": ""}).json()
-    assert empty["embeddings"] == [] and "smol:latest" in fake.scheduler.loaded
+    assert empty["embeddings"] == [] and len(fake.engines.embedded) == 2  # loaded, nothing embedded
+    assert [m["name"] for m in fake.client.get("/api/ps").json()["models"]] == ["smol:latest"]
 
 
 def test_legacy_embeddings_are_not_normalized(fake):
     assert fake.client.post("/api/embeddings", json={"model": "smol", "prompt": "a"}).json() == \
-        {"embedding": [3.0, 4.0, 0.0]}
+        {"embedding": list(fake.engines.vector)}
+    assert [r.normalize for r in fake.engines.embedded] == [False]
     assert fake.client.post("/api/embeddings", json={"model": "smol", "prompt": ""}).json() == {"embedding": []}
 
 
 def test_tags_show_ps_version(fake):
-    tags = fake.client.get("/api/tags").json()["models"]
-    assert {m["name"] for m in tags} == {"smol:latest", "toolsmodel:latest"}
-    assert tags[0]["modified_at"] == "2025-01-02T03:04:05.123456Z"
-    assert tags[0]["details"]["parameter_size"] == "135M" and tags[0]["details"]["format"] == "gguf"
+    tags = {m["name"]: m for m in fake.client.get("/api/tags").json()["models"]}
+    assert set(tags) == {"smol:latest", "toolsmodel:latest"}
+    smol = fake.store.get("smol")
+    assert tags["smol:latest"]["digest"] == smol.digest and tags["smol:latest"]["size"] == smol.size
+    assert tags["smol:latest"]["modified_at"] == rfc3339nano(smol.modified_at)
+    assert tags["smol:latest"]["details"]["parameter_size"] == parameter_size_label(TinyLlama().parameter_count)
+    assert tags["smol:latest"]["details"]["format"] == "gguf"
     show = fake.client.post("/api/show", json={"model": "smol"}).json()
-    assert show["system"] == "You are Smol." and show["capabilities"] == ["completion"]
-    assert show["details"]["quantization_level"] == "Q4_1" and show["license"] == "MIT"
+    assert show["system"] == "You are Smol." and show["license"] == "MIT"  # as the Modelfile says
+    assert show["details"]["quantization_level"] == TinyLlama().quant
+    assert show["capabilities"] == ["completion"]  # ChatML does not render tools
+    tools = fake.client.post("/api/show", json={"model": "toolsmodel"}).json()
+    assert tools["capabilities"] == ["completion", "tools"] and "license" not in tools  # none: omitted
     assert fake.client.post("/api/show", json={"model": "nope"}).json() == {"error": "model 'nope' not found"}
     assert fake.client.get("/api/ps").json() == {"models": []}
-    fake.client.post("/api/chat", json={**CHAT, "stream": False})
+    fake.client.post("/api/chat", json={**CHAT, "stream": False, "keep_alive": -1})
     ps = fake.client.get("/api/ps").json()["models"]
-    assert [m["name"] for m in ps] == ["smol:latest"] and ps[0]["context_length"] == 2048
-    assert ps[0]["expires_at"].startswith("2318-") or ps[0]["expires_at"] > "2200"  # kept until stopped
+    assert [m["name"] for m in ps] == ["smol:latest"]
+    assert ps[0]["context_length"] == fake.models.spec("smol").load.num_ctx
+    assert datetime.fromisoformat(ps[0]["expires_at"]).year > 2200  # kept until stopped
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", fake.client.get("/api/version").json()["version"])
 
 

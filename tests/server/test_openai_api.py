@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API over fake models, through the official `openai` client and raw SSE."""
+"""The OpenAI-compatible API over the real runtime with scripted engines, through the official
+`openai` client and raw SSE. Expected texts and counts come from the engines' script."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import struct
 import openai
 import pytest
 
-from tests.server.test_native_api import WEATHER
+from tests.server.test_native_api import WEATHER, unit
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
@@ -31,18 +32,21 @@ def events(response) -> list[str]:
 
 def test_chat_completion(fake, client):
     done = client.chat.completions.create(model="smol", messages=MESSAGES)
+    script = fake.engines
     assert done.object == "chat.completion" and done.id.startswith("chatcmpl-")
-    assert done.choices[0].message.content == "Hello, world" and done.choices[0].message.role == "assistant"
+    assert done.choices[0].message.content == "".join(script.pieces) and done.choices[0].message.role == "assistant"
     assert done.choices[0].finish_reason == "stop"
-    assert (done.usage.prompt_tokens, done.usage.completion_tokens, done.usage.total_tokens) == (7, 3, 10)
-    sampling = fake.engine.requests[0].sampling
+    prompt, completion = script.prompt_eval_count, len(script.pieces)
+    assert (done.usage.prompt_tokens, done.usage.completion_tokens, done.usage.total_tokens) == \
+        (prompt, completion, prompt + completion)
+    sampling = fake.engines.requests[0].sampling
     assert (sampling.temperature, sampling.top_p) == (1.0, 1.0)  # Ollama's defaults for /v1
 
 
 def test_sampling_fields_map_to_options(fake, client):
     client.chat.completions.create(model="smol", messages=MESSAGES, temperature=0, top_p=0.5, max_tokens=7,
                                    seed=42, stop="END", frequency_penalty=0.5, presence_penalty=0.25)
-    r = fake.engine.requests[0]
+    r = fake.engines.requests[0]
     s = r.sampling
     assert (s.temperature, s.top_p, s.num_predict, s.seed, s.frequency_penalty, s.presence_penalty) == \
         (0.0, 0.5, 7, 42, 0.5, 0.25)
@@ -52,10 +56,12 @@ def test_sampling_fields_map_to_options(fake, client):
 def test_chat_stream_chunks(fake, client):
     chunks = list(client.chat.completions.create(model="smol", messages=MESSAGES, stream=True,
                                                  stream_options={"include_usage": True}))
-    assert [c.choices[0].delta.content for c in chunks[:3]] == ["Hello", ",", " world"]
+    n = len(fake.engines.pieces)
+    assert [c.choices[0].delta.content for c in chunks[:n]] == fake.engines.pieces
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[1].choices[0].delta.role is None
-    assert chunks[3].choices[0].finish_reason == "stop" and chunks[3].choices[0].delta.content is None
-    assert chunks[4].choices == [] and chunks[4].usage.total_tokens == 10
+    assert chunks[n].choices[0].finish_reason == "stop" and chunks[n].choices[0].delta.content is None
+    assert chunks[n + 1].choices == [] and chunks[n + 1].usage.total_tokens == fake.engines.prompt_eval_count + n
+    assert len(chunks) == n + 2
     assert len({c.id for c in chunks}) == 1 and len({c.created for c in chunks}) == 1
 
 
@@ -71,7 +77,7 @@ def test_chat_stream_framing(fake):
 
 
 def test_tool_calls(fake, client):
-    fake.engine.pieces = ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>']
+    fake.engines.pieces = ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>']
     done = client.chat.completions.create(model="smol", messages=MESSAGES, tools=[WEATHER])
     call = done.choices[0].message.tool_calls[0]
     assert done.choices[0].finish_reason == "tool_calls"
@@ -87,7 +93,7 @@ def test_tool_choice(fake, client):
     client.chat.completions.create(model="smol", messages=MESSAGES, tools=[WEATHER],
                                    tool_choice={"type": "function", "function": {"name": "get_weather"}})
     client.chat.completions.create(model="smol", messages=MESSAGES, tools=[WEATHER], tool_choice="none")
-    forced, named, none = fake.engine.requests
+    forced, named, none = fake.engines.requests
     assert forced.grammar and "corral-text" not in forced.grammar and '"\\"get_weather\\""' in forced.grammar
     assert named.grammar == forced.grammar
     assert none.grammar is None and "get_weather" not in none.prompt
@@ -103,7 +109,7 @@ def test_tool_history_from_openai_messages(fake, client):
                      "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
                 {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
     client.chat.completions.create(model="smol", messages=messages, tools=[WEATHER])
-    assert "Result of get_weather: sunny" in fake.engine.requests[0].prompt
+    assert "Result of get_weather: sunny" in fake.engines.requests[0].prompt
 
 
 def test_response_format(fake, client):
@@ -112,7 +118,7 @@ def test_response_format(fake, client):
         "type": "json_schema", "json_schema": {"name": "x", "schema": {
             "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}})
     client.chat.completions.create(model="smol", messages=MESSAGES, response_format={"type": "text"})
-    json_mode, schema, text = (r.grammar for r in fake.engine.requests)
+    json_mode, schema, text = (r.grammar for r in fake.engines.requests)
     assert json_mode.lstrip().startswith("root   ::= object")
     assert "integer" in schema and text is None
 
@@ -120,7 +126,7 @@ def test_response_format(fake, client):
 def test_content_parts_and_images(fake, client):
     client.chat.completions.create(model="smol", messages=[{"role": "user", "content": [
         {"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}])
-    assert "<|im_start|>user\none\ntwo<|im_end|>" in fake.engine.requests[0].prompt
+    assert "<|im_start|>user\none\ntwo<|im_end|>" in fake.engines.requests[0].prompt
     with pytest.raises(openai.BadRequestError, match="image URLs are not currently supported"):
         client.chat.completions.create(model="smol", messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
@@ -131,29 +137,33 @@ def test_content_parts_and_images(fake, client):
 
 def test_developer_role_is_a_system_message(fake, client):
     client.chat.completions.create(model="smol", messages=[{"role": "developer", "content": "Rules."}, *MESSAGES])
-    assert fake.engine.requests[0].prompt.startswith("<|im_start|>system\nRules.<|im_end|>")
+    assert fake.engines.requests[0].prompt.startswith("<|im_start|>system\nRules.<|im_end|>")
 
 
 def test_completions(fake, client):
     done = client.completions.create(model="smol", prompt="Once", max_tokens=5)
-    assert done.object == "text_completion" and done.choices[0].text == "Hello, world"
-    assert done.choices[0].finish_reason == "stop" and done.usage.completion_tokens == 3
+    text = "".join(fake.engines.pieces)
+    assert done.object == "text_completion" and done.choices[0].text == text
+    assert done.choices[0].finish_reason == "stop" and done.usage.completion_tokens == len(fake.engines.pieces)
     chunks = list(client.completions.create(model="smol", prompt="Once", stream=True,
                                             stream_options={"include_usage": True}))
-    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Hello, world"
-    assert chunks[-1].usage.prompt_tokens == 7
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == text
+    assert chunks[-1].usage.prompt_tokens == fake.engines.prompt_eval_count
 
 
 def test_embeddings(fake, client):
     result = client.embeddings.create(model="smol", input=["a", "b"])  # the client asks for base64
-    assert [d.embedding for d in result.data] == [pytest.approx([0.6, 0.8, 0.0])] * 2
-    assert result.usage.prompt_tokens == 4
+    vector = unit(fake.engines.vector)
+    assert [d.embedding for d in result.data] == [pytest.approx(vector)] * 2
+    assert result.usage.prompt_tokens == 2 * fake.engines.tokens_per_input
+    assert all(r.normalize for r in fake.engines.embedded)
     floats = client.embeddings.create(model="smol", input="a", encoding_format="float")
-    assert floats.data[0].embedding == [0.6, 0.8, 0.0]
+    assert floats.data[0].embedding == vector
     raw = fake.client.post("/v1/embeddings", json={"model": "smol", "input": "a", "encoding_format": "base64"}).json()
-    assert struct.unpack("<3f", base64.b64decode(raw["data"][0]["embedding"])) == pytest.approx((0.6, 0.8, 0.0))
+    packed = base64.b64decode(raw["data"][0]["embedding"])
+    assert struct.unpack(f"<{len(vector)}f", packed) == pytest.approx(vector)
     cut = client.embeddings.create(model="smol", input="a", dimensions=2, encoding_format="float")
-    assert cut.data[0].embedding == [0.6, 0.8]
+    assert cut.data[0].embedding == pytest.approx(unit(fake.engines.vector[:2]))  # cut, normalized again
 
 
 def test_models(fake, client):
