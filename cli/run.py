@@ -119,7 +119,7 @@ class LocalSession:
     async def _chat(self, messages: list[Message], options: Options, format: str | None,
                     on_text: OnText) -> Done:
         """The server's /api/chat without HTTP: the same planning, the same events."""
-        from corral.runtime.inference import ChatInput, Done, Text, plan_chat, run
+        from corral.runtime.inference import ChatInput, Done, TextEvent, plan_chat, run
 
         job = ChatInput(messages=[dict(m) for m in messages], format=format, options=dict(options))
         done = Done()
@@ -127,7 +127,7 @@ class LocalSession:
                      lambda spec: plan_chat(spec, job))
         async with aclosing(events) as it:
             async for event in it:
-                if isinstance(event, Text):
+                if isinstance(event, TextEvent):
                     on_text(event.text)
                 elif isinstance(event, Done):
                     done = event

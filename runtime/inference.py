@@ -6,7 +6,7 @@ Each caller turns its input into a `ChatInput` or `GenerateInput` (the server fr
 and a RuntimeSpec (prompt via the chat template, sampling defaults, stops, grammar for structured
 output, tool parsing), raising RequestError (corral.runtime.errors) for input they cannot use;
 `run` does the checks that can fail fast (unknown model, bad input) before it asks the scheduler
-for a runner, and yields `Text`, `Calls` and one final `Done`, which carries Ollama's statistics.
+for a runner, and yields `TextEvent`, `Calls` and one final `Done`, which carries Ollama's statistics.
 It replans if the model was hot-swapped between the check and the lease. Leaving the iteration
 early (a client that went away, Ctrl-C) closes the engine's iterator and returns the runner at once.
 """
@@ -39,7 +39,9 @@ def request_id() -> str:
 
 
 @dataclass(frozen=True)
-class Text:
+class TextEvent:
+    """Generated text, as it streams (the IR's `Text` is a definition's string value)."""
+
     text: str
 
 
@@ -86,7 +88,7 @@ _STATS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_d
           "eval_duration")
 
 
-Event = Text | Calls | Done
+Event = TextEvent | Calls | Done
 
 
 @dataclass
@@ -219,11 +221,11 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
                     continue
                 text = parser.feed(item.text) if parser else item.text
                 if text:
-                    yield Text(text)
+                    yield TextEvent(text)
         if parser is not None:
             rest, calls = parser.finish()
             if rest:
-                yield Text(rest)
+                yield TextEvent(rest)
             if calls:
                 yield Calls(calls)
         if final is None:

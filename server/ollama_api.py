@@ -15,7 +15,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json as json_response
 
 from corral.runtime import inference
-from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, Text
+from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, TextEvent
 from corral.runtime.tools import ToolCall
 from corral.server import library_api, models_api
 from corral.server.errors import native_body, render_native
@@ -63,7 +63,7 @@ async def _reply(request: Request, stream: bool, events: AsyncIterator[Event],
 
 
 def _stats(events: list[Event]) -> tuple[str, list[Any], Done]:
-    text = "".join(e.text for e in events if isinstance(e, Text))
+    text = "".join(e.text for e in events if isinstance(e, TextEvent))
     calls = [c for e in events if isinstance(e, Calls) for c in e.calls]
     done = next(e for e in events if isinstance(e, Done))
     return text, calls, done
@@ -84,7 +84,7 @@ async def generate(request: Request) -> HTTPResponse | None:
 
     def chunk(event: Event, _calls_sent: int) -> dict[str, Any]:
         out: dict[str, Any] = {"model": body.model, "created_at": rfc3339nano(),
-                               "response": event.text if isinstance(event, Text) else ""}
+                               "response": event.text if isinstance(event, TextEvent) else ""}
         if isinstance(event, Done):
             return {**out, "done": True, "done_reason": event.done_reason, **event.stats()}
         return {**out, "done": False}
@@ -112,7 +112,7 @@ async def chat(request: Request) -> HTTPResponse | None:
                            lambda spec: inference.plan_chat(spec, job))
 
     def chunk(event: Event, calls_sent: int) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": event.text if isinstance(event, Text) else ""}
+        message: dict[str, Any] = {"role": "assistant", "content": event.text if isinstance(event, TextEvent) else ""}
         if isinstance(event, Calls):
             message["tool_calls"] = [native_call(c, calls_sent + i) for i, c in enumerate(event.calls)]
         out = {"model": body.model, "created_at": rfc3339nano(), "message": message}

@@ -24,7 +24,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json as json_response
 
 from corral.runtime import inference
-from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, Text
+from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, TextEvent
 from corral.runtime.structured import response_format_to_format
 from corral.runtime.tools import ToolCall
 from corral.server.errors import BadRequestError, openai_body, render_openai
@@ -131,7 +131,7 @@ async def _sse(request: Request, events: AsyncIterator[Event], render) -> None:
 async def _collect(events: AsyncIterator[Event]) -> tuple[str, list[Any], Done]:
     async with aclosing(events) as it:  # closes the generation at once if the client leaves
         collected = [event async for event in it]
-    text = "".join(e.text for e in collected if isinstance(e, Text))
+    text = "".join(e.text for e in collected if isinstance(e, TextEvent))
     calls = [c for e in collected if isinstance(e, Calls) for c in e.calls]
     return text, calls, next(e for e in collected if isinstance(e, Done))
 
@@ -167,7 +167,7 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
             return out + [SSE_DONE]
         delta: dict[str, Any] = {} if state["role_sent"] else {"role": "assistant"}
         state["role_sent"] = True
-        if isinstance(event, Text):
+        if isinstance(event, TextEvent):
             delta["content"] = event.text
         else:
             delta["tool_calls"] = [openai_call(c, state["calls"] + i) for i, c in enumerate(event.calls)]
@@ -197,7 +197,7 @@ async def completions(request: Request) -> HTTPResponse | None:
             if body.include_usage:
                 out.append(sse_event({**head, "choices": [], "usage": usage(event)}))
             return out + [SSE_DONE]
-        text = event.text if isinstance(event, Text) else ""
+        text = event.text if isinstance(event, TextEvent) else ""
         return [sse_event({**head, "choices": [{"text": text, "index": 0, "finish_reason": None}]})]
 
     await _sse(request, events, render)
