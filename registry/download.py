@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -238,7 +239,7 @@ class BlobDownload:
             self._stop.set()
             with self._lock:
                 for resp in list(self._open):
-                    resp.close()  # wakes a worker blocked in a read
+                    _hang_up(resp)  # wakes a worker blocked in a read
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -247,7 +248,7 @@ class BlobDownload:
 
     def _fetch_part(self, part: Part) -> None:
         failures = 0
-        while part.remaining > 0 and not self._stop.is_set():
+        while part.remaining > 0 and not (self._stop.is_set() or self.cancel.is_set()):
             before = part.done
             try:
                 self._stream(part)
@@ -284,7 +285,7 @@ class BlobDownload:
                 error = self.client.fail(resp, f"pull blob {digest.short}")
                 raise BlobTransferError(str(digest), error.message) from error
             for chunk in resp.iter_raw():
-                if self._stop.is_set():
+                if self._stop.is_set() or self.cancel.is_set():
                     return
                 if len(chunk) > part.remaining:
                     raise BlobTransferError(str(digest), "the registry sent more bytes than were asked for")
@@ -298,6 +299,17 @@ class BlobDownload:
             with self._lock:
                 self._open.discard(resp)
             resp.close()
+
+
+def _hang_up(resp: httpx.Response) -> None:
+    """Shut the response's socket down, so a thread blocked reading it returns at once."""
+    stream = resp.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _reason(error: BaseException) -> str:

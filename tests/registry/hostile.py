@@ -1,0 +1,227 @@
+"""A registry of our own on 127.0.0.1 that does what a real one will not.
+
+It serves Ollama-style manifests and blobs (with Range), and on request: drops the connection
+after N bytes of a blob, stalls after N bytes, serves other bytes than the digest names, answers
+a huge or an endless manifest, redirects blob reads to another server, demands Basic or Bearer
+authentication with a token realm anywhere. It records every request (method, path, headers) and
+counts the blob bytes it sends, so tests can see what a client sent where and what it re-fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CONFIG = "application/vnd.docker.container.image.v1+json"
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MODEL = "application/vnd.ollama.image.model"
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def manifest_bytes(layers: list[tuple[str, bytes]], config: bytes = b"{}") -> bytes:
+    doc = {"schemaVersion": 2, "mediaType": MANIFEST,
+           "config": {"mediaType": CONFIG, "digest": digest_of(config), "size": len(config)},
+           "layers": [{"mediaType": m, "digest": digest_of(d), "size": len(d)} for m, d in layers]}
+    return json.dumps(doc).encode()
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    sent: int = 0  # blob body bytes sent in answer
+
+
+@dataclass
+class Behaviour:
+    drops: list[int] = field(default_factory=list)  # each blob GET takes one: send that many bytes, then drop
+    stall_after: int | None = None  # once: send that many bytes of a blob, then hold the connection
+    ignore_ranges: bool = False  # answer ranged blob reads with the whole blob (200)
+    redirect_blobs: str | None = None  # base URL blob reads are redirected to (+ /storage/<digest>)
+    basic: str | None = None  # the Authorization header /v2/ requires ("Basic ...")
+    realm: str | None = None  # require a Bearer token, from this realm
+    token: str = "a-token-for-the-registry"  # what /token hands out, and /v2/ accepts with a realm
+    manifest_mode: str = ""  # "huge" (Content-Length), "huge-chunked", "endless"
+
+
+class HostileRegistry:
+    def __init__(self) -> None:
+        self.manifests: dict[str, bytes] = {}  # "namespace/model:tag" -> bytes
+        self.blobs: dict[str, bytes] = {}  # digest -> the bytes served for it
+        self.behaviour = Behaviour()
+        self.requests: list[Seen] = []
+        self.served = 0
+        self.lock = threading.Lock()
+        self.release = threading.Event()  # lets a stalled blob read end
+        self.stalled = threading.Event()  # set once a blob read has stalled
+        registry = self
+
+        class Handler(_Handler):
+            owner = registry
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+
+    def __enter__(self) -> HostileRegistry:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add_model(self, repo_tag: str, layers: list[tuple[str, bytes]], config: bytes = b"{}") -> bytes:
+        data = manifest_bytes(layers, config)
+        self.manifests[repo_tag] = data
+        for blob in [config, *(d for _, d in layers)]:
+            self.blobs[digest_of(blob)] = blob
+        return data
+
+    def seen(self, path_part: str) -> list[Seen]:
+        with self.lock:
+            return [s for s in self.requests if path_part in s.path]
+
+    def sent(self, path_part: str) -> int:
+        """Blob bytes sent in answer to requests whose path holds `path_part`."""
+        with self.lock:
+            return sum(s.sent for s in self.requests if path_part in s.path)
+
+
+_MANIFEST_PATH = re.compile(r"^/v2/([^/]+/[^/]+)/manifests/([^/?]+)$")
+_BLOB_PATH = re.compile(r"^/v2/[^/]+/[^/]+/blobs/([^/?]+)$")
+_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: HostileRegistry
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:  # the client went away (or we dropped it on purpose)
+            pass
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        reg, b = self.owner, self.owner.behaviour
+        seen = Seen(self.command, self.path, dict(self.headers.items()))
+        with reg.lock:
+            reg.requests.append(seen)
+        path = self.path.split("?", 1)[0]
+        if path == "/token":
+            return self._json(200, {"token": b.token})
+        if path.startswith("/storage/"):
+            return self._blob(path.removeprefix("/storage/"), seen)
+        if not path.startswith("/v2/"):
+            return self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
+        if b.basic is not None and self.headers.get("Authorization") != b.basic and b.realm is None:
+            return self._json(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                              {"WWW-Authenticate": 'Basic realm="hostile"'})
+        if b.realm is not None and self.headers.get("Authorization") != f"Bearer {b.token}":
+            challenge = f'Bearer realm="{b.realm}",service="hostile",scope="repository:library/m:pull"'
+            return self._json(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                              {"WWW-Authenticate": challenge})
+        if path == "/v2/":
+            return self._json(200, {})
+        if match := _MANIFEST_PATH.match(path):
+            return self._manifest(f"{match.group(1)}:{match.group(2)}")
+        if match := _BLOB_PATH.match(path):
+            if b.redirect_blobs is not None:
+                return self._send(307, b"", {"Location": f"{b.redirect_blobs}/storage/{match.group(1)}"})
+            return self._blob(match.group(1), seen)
+        return self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
+
+    def _manifest(self, key: str) -> None:
+        reg, mode = self.owner, self.owner.behaviour.manifest_mode
+        if mode in ("huge", "huge-chunked", "endless"):
+            self.send_response(200)
+            self.send_header("Content-Type", MANIFEST)
+            if mode == "huge":
+                self.send_header("Content-Length", str(64 << 20))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            filler = b" " * (64 << 10)
+            try:
+                for _ in range(10_000 if mode == "endless" else (5 << 20) // len(filler)):
+                    self.wfile.write(filler)
+            except OSError:
+                pass
+            return
+        data = reg.manifests.get(key)
+        if data is None:
+            return self._json(404, {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})
+        self._send(200, data, {"Content-Type": MANIFEST})
+
+    def _blob(self, digest: str, seen: Seen) -> None:
+        reg, b = self.owner, self.owner.behaviour
+        data = reg.blobs.get(digest)
+        if data is None:
+            return self._json(404, {"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]})
+        start, end = 0, len(data) - 1
+        match = _RANGE.match(self.headers.get("Range", ""))
+        ranged = match is not None and not b.ignore_ranges
+        if ranged:
+            start, end = int(match.group(1)), min(int(match.group(2)), len(data) - 1)
+        body = data[start:end + 1]
+        self.send_response(206 if ranged else 200)
+        self.send_header("Content-Length", str(len(body)))
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        with reg.lock:
+            budget = b.drops.pop(0) if b.drops else None
+            stall, b.stall_after = b.stall_after, None
+        limit = min(x for x in (budget, stall, len(body)) if x is not None)
+        self.wfile.write(body[:limit])
+        self.wfile.flush()
+        with reg.lock:
+            reg.served += limit
+            seen.sent += limit
+        if limit == len(body):
+            return
+        if stall is not None and limit == stall:
+            reg.stalled.set()
+            reg.release.wait(30)
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _json(self, status: int, doc: object, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
