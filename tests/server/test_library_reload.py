@@ -44,6 +44,11 @@ def until(check, timeout: float = 20.0):
         time.sleep(0.05)
 
 
+def shown(client: httpx.Client, name: str = "smol") -> str:
+    """The parameters /api/show reports for `name`."""
+    return client.post("/api/show", json={"model": name}).json()["parameters"]
+
+
 def library_entry(client: httpx.Client, name: str = "smol:latest") -> dict:
     models = client.get("/api/library").json()["models"]
     return next((m for m in models if m["name"] == name), {})
@@ -82,21 +87,30 @@ def test_a_reload_under_load_fails_no_request(served):
     generate(client)
     failures: list[int] = []
     done = threading.Event()
+    answered = threading.Condition()
+    counts = [0, 0]
 
-    def hammer():
+    def hammer(i: int):
         with httpx.Client(base_url=client.base_url, timeout=120) as c:
             while not done.is_set():
                 r = generate(c)
                 if r.status_code != 200:
                     failures.append(r.status_code)
+                with answered:
+                    counts[i] += 1
+                    answered.notify_all()
 
-    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    def each_answered(more_than: list[int]) -> bool:
+        with answered:
+            return answered.wait_for(lambda: all(n > m for n, m in zip(counts, more_than)), 300)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    assert each_answered([0, 0])  # both are asking before the edit
     (library / "smol.Modelfile").write_text(SMOL.format(n=3, ctx=1024))  # num_ctx: a reload
     assert until(lambda: any(m.spec.load.num_ctx == 1024 for m in served[2].app.ctx.scheduler.running()), 60)
-    time.sleep(1.0)
+    assert each_answered(list(counts))  # requests sent during the switch over have been answered too
     done.set()
     for t in threads:
         t.join()
@@ -107,11 +121,10 @@ def test_a_burst_of_saves_settles_on_the_last(served):
     library, client, _ = served
     for n in range(1, 21):
         (library / "smol.Modelfile").write_text(SMOL.format(n=n, ctx=512))
-        time.sleep(0.05)
-    shown = lambda: client.post("/api/show", json={"model": "smol"}).json()["parameters"]  # noqa: E731
-    assert until(lambda: "num_predict                    20" in shown())
-    time.sleep(1.0)  # settled: no late event brings an older version back
-    assert "num_predict                    20" in shown() and library_entry(client)["state"] == "ok"
+        time.sleep(0.05)  # the burst itself: saves a moment apart, as an editor or a checkout makes them
+    assert until(lambda: "num_predict                    20" in shown(client))
+    time.sleep(1.0)  # no signal says "nothing more will come": give a late event the time to show
+    assert "num_predict                    20" in shown(client) and library_entry(client)["state"] == "ok"
 
 
 def test_rename_on_save_and_editor_temp_files(served):
@@ -133,8 +146,9 @@ def test_a_stream_running_across_two_edits_completes_intact(served):
         lines = stream.iter_lines()
         first = json.loads(next(lines))
         (library / "smol.Modelfile").write_text(SMOL.format(n=7, ctx=512))
-        time.sleep(0.3)
+        assert until(lambda: "num_predict                    7" in shown(client))  # the first edit is live
         (library / "smol.Modelfile").write_text(SMOL.format(n=8, ctx=512))
+        assert until(lambda: "num_predict                    8" in shown(client))
         rest = [json.loads(line) for line in lines if line]
     final = rest[-1]
     assert first["done"] is False and final["done"] is True and "error" not in final
