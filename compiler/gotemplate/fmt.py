@@ -101,10 +101,9 @@ def _pad(text: str, flags: str, width: int | None, numeric: bool = False) -> str
     return " " * (width - len(text)) + text
 
 
-def _quote(text: str) -> str:
-    """strconv.Quote: double quotes, Go escapes for the non-printable."""
-    named = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-             "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+def escaped(text: str, named: dict[str, str], *, hex_ascii: bool) -> str:
+    """`text` with the `named` characters replaced and the other non-printable ones escaped as
+    \\uXXXX or \\UXXXXXXXX (ASCII ones as \\xXX with `hex_ascii`, as Go writes them)."""
     out = []
     for c in text:
         if c in named:
@@ -112,9 +111,16 @@ def _quote(text: str) -> str:
         elif c.isprintable():
             out.append(c)
         else:
-            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x80 else
+            out.append(f"\\x{ord(c):02x}" if hex_ascii and ord(c) < 0x80 else
                        f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
-    return '"' + "".join(out) + '"'
+    return "".join(out)
+
+
+def _quote(text: str) -> str:
+    """strconv.Quote: double quotes, Go escapes for the non-printable."""
+    named = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+             "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+    return '"' + escaped(text, named, hex_ascii=True) + '"'
 
 
 def _one(verb: str, flags: str, precision: int | None, arg: Any) -> str | None:

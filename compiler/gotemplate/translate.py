@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from corral.compiler.gotemplate.fmt import escaped
 from corral.compiler.gotemplate.nodes import (Action, Arg, Branch, Chain, Command, Dot, FieldNode, Ident, LiteralNode, LoopControl, Node, Pipe, TemplateCall, TextNode, Tree, Variable)
 from corral.compiler.gotemplate.lexer import GoSource
 
@@ -50,15 +51,7 @@ _UNSUPPORTED = {
 def jinja_string(text: str) -> str:
     """A Jinja string literal for `text`, escaped so Jinja decodes it back byte for byte."""
     named = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-    out = []
-    for c in text:
-        if c in named:
-            out.append(named[c])
-        elif c.isprintable():
-            out.append(c)
-        else:
-            out.append(f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
-    return "'" + "".join(out) + "'"
+    return "'" + escaped(text, named, hex_ascii=False) + "'"
 
 
 def jinja_text(text: str) -> str:
