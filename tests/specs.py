@@ -1,16 +1,20 @@
-"""The tests' one ChatML template and one RuntimeSpec factory (built directly, no compiler).
+"""The tests' one ChatML template, their compile options and one RuntimeSpec factory.
 
 `CHATML` is the Jinja chat template of SmolLM2 and the tiny test GGUFs (tests/ggufs.py);
-`chatml_prompt` is what it renders for one user message. `runtime_spec` builds a CPU-only spec
-for engine and scheduler tests, where only what the engine or the scheduler reads matters.
+`chatml_prompt` is what it renders for one user message. `cpu_options` are the compile options
+of a machine without a GPU and with memory to spare, the same on every machine. `runtime_spec`
+builds a CPU-only spec directly (no compiler) for engine and scheduler tests, where only what the
+engine or the scheduler reads matters.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from corral.compiler.compile import CompileOptions
 from corral.compiler.plan import MemoryPlan
 from corral.compiler.spec import LoadOptions, ModelSummary, RuntimeSpec, TemplateSpec, WeightsRef
+from corral.machine.gpus import GpuInventory
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -21,6 +25,12 @@ CHATML = (
 def chatml_prompt(user: str) -> str:
     """What CHATML renders for one user message, ready for the assistant's answer."""
     return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def cpu_options(num_parallel: int = 0) -> CompileOptions:
+    """Compile options for a machine with no GPU and 1 TiB free (`num_parallel` 0: automatic)."""
+    return CompileOptions(inventory=GpuInventory(reason="tests run models on the CPU"), memory_bytes=1 << 40,
+                          num_parallel=num_parallel)
 
 
 def runtime_spec(weights: Path | None = None, *, name: str = "smollm2:test", size: int = 100,

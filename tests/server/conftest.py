@@ -16,10 +16,8 @@ import httpx
 import pytest
 from sanic import Sanic
 
-from corral.compiler.compile import CompileOptions
 from corral.config.settings import Settings
 from corral.dsl import parse_modelfile
-from corral.machine.gpus import GpuInventory
 from corral.runtime.scheduler import Scheduler, SchedulerSettings
 from corral.server.app import create_app
 from corral.sources.catalog import Catalog
@@ -29,7 +27,7 @@ from corral.store.store import Store
 from tests.ggufs import TinyLlama, write_tiny_llama
 from tests.server.fakes import ScriptedEngines
 from tests.server.live import LiveServer
-from tests.specs import CHATML
+from tests.specs import CHATML, cpu_options
 
 # Every test builds its own app under the same name; Sanic's registry allows that in test mode.
 Sanic.test_mode = True
@@ -37,8 +35,7 @@ Sanic.test_mode = True
 # A Qwen-like template that renders tools itself.
 CHATML_TOOLS = ("{% if tools %}<|im_start|>system\n# Tools\n{% for t in tools %}{{ t.function.name }}\n{% endfor %}"
                 "<|im_end|>\n{% endif %}" + CHATML)
-CPU = CompileOptions(inventory=GpuInventory(reason="the server tests' engines are scripted"), memory_bytes=1 << 40,
-                     num_parallel=1)
+CPU = cpu_options(num_parallel=1)
 SMOL = "FROM ./smol.gguf\nSYSTEM You are Smol.\nPARAMETER stop <|im_end|>\nLICENSE MIT\n"
 TOOLS = "FROM ./tools.gguf\n"
 

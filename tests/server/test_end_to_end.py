@@ -19,14 +19,13 @@ import openai
 import pytest
 
 import corral.store.create
-from corral.compiler.compile import CompileOptions
-from corral.machine.gpus import GpuInventory
 from corral.dsl import parse_modelfile
 from corral.store.create import create_model
 from corral.store.store import Store
 from corral.server.app import create_app
 from corral.config.settings import Settings
 from tests.server.live import LiveServer
+from tests.specs import cpu_options
 
 pytestmark = pytest.mark.model
 
@@ -36,8 +35,7 @@ WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
                    "required": ["city"]}}}
-CPU = CompileOptions(inventory=GpuInventory(reason="tests run the model on the CPU"), memory_bytes=1 << 40,
-                     num_parallel=4)
+CPU = cpu_options(num_parallel=4)
 
 
 def make_store(root: Path, gguf: Path) -> Path:

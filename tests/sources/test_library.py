@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from corral.compiler.compile import CompileOptions
-from corral.machine.gpus import GpuInventory
 from corral.compiler.resolve import NoModels
 from corral.store.errors import ModelNotFoundError
 from corral.sources.library import Library, discover, model_name_of
 from tests.ggufs import write_tiny_llama
+from tests.specs import cpu_options
 
-CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
+CPU = cpu_options()
 
 
 @pytest.fixture

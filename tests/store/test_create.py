@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from corral.compiler.compile import CompileOptions
-from corral.machine.gpus import GpuInventory
 from corral.errors import CorralError
 from corral.dsl import parse_modelfile
 from corral.store.create import create_model, delete_models
@@ -15,8 +13,9 @@ from corral.store.manifest import MediaType
 from corral.sources.stored import Models
 from corral.store.store import Store
 from tests.ggufs import truncated, write_tiny_llama
+from tests.specs import cpu_options
 
-CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
+CPU = cpu_options()
 
 
 def snapshot(store: Store) -> set[str]:
