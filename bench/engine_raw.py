@@ -37,7 +37,7 @@ def prompt(i: int) -> str:
 def probe_repack() -> bool:
     """Whether llama.cpp's repacked CPU weights work here: an Engine finds out (see engine.py)."""
     from corral.engine.process import Engine
-    from tests.runtime.specs import runtime_spec
+    from tests.specs import runtime_spec
 
     async def start() -> None:
         engine = Engine(runtime_spec(MODEL, num_ctx=256, num_parallel=1))
@@ -114,7 +114,7 @@ def engine_batched(n_seq: int, tokens: int, threads: int) -> tuple[float, int]:
     """(tokens/s after every stream's first token, fewest tokens any stream made)."""
     from corral.engine.process import Engine
     from corral.engine.requests import Final, GenerateRequest, Sampling
-    from tests.runtime.specs import runtime_spec
+    from tests.specs import runtime_spec
 
     async def run() -> tuple[float, int]:
         engine = Engine(runtime_spec(MODEL, num_ctx=512, num_batch=512, num_parallel=n_seq, num_thread=threads))
