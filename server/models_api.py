@@ -14,7 +14,7 @@ import threading
 from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json as json_response
@@ -23,6 +23,9 @@ from corral.store.names import parse_digest
 from corral.server.errors import BadRequestError, NotImplementedByCorral, native_body
 from corral.server.schemas import CopyBody, CreateBody, DeleteBody, ShowBody, parse_body
 from corral.server.streaming import NDJSON, LazyStream, ndjson_line, pump, rfc3339nano
+
+if TYPE_CHECKING:
+    from corral.server.app import AppContext
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,7 @@ async def create(request: Request) -> HTTPResponse | None:
     return None
 
 
-async def _create_progress(ctx: Any, name: str, fields: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+async def _create_progress(ctx: AppContext, name: str, fields: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     """Run the runtime's create in a thread, yielding its progress as Ollama status objects."""
     from corral.store.create import create_from_request
 
