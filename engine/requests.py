@@ -1,9 +1,9 @@
 """What callers ask of an engine and what they get back: plain, picklable data.
 
 These types cross the pipe between the server process and a model's worker process, so they hold
-only builtins and nested dataclasses. The server builds them from API requests; the engine (one
-worker per loaded model, continuous batching inside) answers with a stream of `Chunk`s ending in
-one `Final`.
+only builtins and nested dataclasses. Request planning (corral.runtime.inference) builds them, for
+the server and `corral run` alike; the engine (one worker per loaded model, continuous batching
+inside) answers with a stream of `Chunk`s ending in one `Final`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,10 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Final:
-    """The end of a generation, with Ollama's statistics (durations in nanoseconds)."""
+    """The end of a generation: what the engine counted and timed (durations in nanoseconds).
+
+    The runtime adds the load and total durations to make Ollama's final statistics
+    (corral.runtime.inference.Done), in that one place."""
 
     id: str
     done_reason: DoneReason
