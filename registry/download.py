@@ -11,7 +11,8 @@ broke and a pull started again (another process, after a restart) fetches only w
 part that fails is retried with exponential backoff; any progress resets its count. A registry
 that ignores Range gets one sequential download from the start.
 
-`commit` hashes the finished partial file and renames it to `blobs/sha256-<hex>` only if the
+While parts download, the bytes already contiguous from the start are hashed, so verifying mostly
+overlaps the transfer. `commit` hashes the rest of the finished partial file and renames it to `blobs/sha256-<hex>` only if the
 sha256 matches; otherwise both partial files are removed and DigestMismatchError is raised, so
 wrong bytes never enter the store. An exclusive flock on the partial file keeps two pulls of the
 same blob (threads or processes) from writing it at once; the second finds the blob done.
@@ -42,6 +43,7 @@ from corral.registry.manifests import Limits
 
 HASH_CHUNK = 1 << 20
 SAVE_EVERY = 1.0  # seconds between sidecar saves while bytes move
+HASH_AHEAD = 16 << 20  # bytes hashed at a time, behind the download
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,8 @@ class PartialBlob:
         self.sidecar = self.target.with_name(self.target.name + "-partial.json")
         self.parts: list[Part] = []
         self.fd = -1
+        self.hasher = hashlib.sha256()  # over bytes [0, hashed): hashed while the rest downloads
+        self.hashed = 0
 
     def done_bytes(self) -> int:
         """What an earlier download left (0 when unknown); reads without the lock, for planning."""
@@ -163,15 +167,30 @@ class PartialBlob:
     def completed(self) -> int:
         return sum(p.done for p in self.parts)
 
+    def contiguous(self) -> int:
+        """The end of the longest run of downloaded bytes from offset 0 (bytes there never change)."""
+        end = 0
+        for p in self.parts:
+            end = p.offset
+            if p.remaining > 0:
+                break
+        return end
+
+    def hash_to(self, end: int, budget: int = 1 << 62) -> None:
+        """Feed bytes [hashed, end) to the running hash, at most `budget` of them now."""
+        stop = min(end, self.hashed + budget)
+        while self.hashed < stop and (chunk := os.pread(self.fd, min(HASH_CHUNK, stop - self.hashed), self.hashed)):
+            self.hasher.update(chunk)
+            self.hashed += len(chunk)
+
+    def restart_hash(self) -> None:
+        self.hasher, self.hashed = hashlib.sha256(), 0
+
     def commit(self) -> None:
-        """Hash the finished file; rename it into blobs/ if it matches, else remove it and raise."""
-        hasher = hashlib.sha256()
-        offset = 0
-        while chunk := os.pread(self.fd, HASH_CHUNK, offset):
-            hasher.update(chunk)
-            offset += len(chunk)
-        got = f"sha256:{hasher.hexdigest()}"
-        if got != str(self.digest) or offset != self.size:
+        """Hash the rest of the finished file; rename it into blobs/ if it matches, else remove it and raise."""
+        self.hash_to(self.size)
+        got = f"sha256:{self.hasher.hexdigest()}"
+        if got != str(self.digest) or self.hashed != self.size:
             self.discard()
             raise DigestMismatchError(str(self.digest), got, hint="the registry sent other bytes than its "
                                       "manifest names; nothing was stored")
@@ -210,6 +229,7 @@ class BlobDownload:
             self._run_parts(on_progress)
         except _NoRanges:
             self.partial.parts = [Part(0, self.partial.size)]  # start over, in one piece
+            self.partial.restart_hash()
             self._stop.clear()
             self._run_parts(on_progress)
 
@@ -219,6 +239,9 @@ class BlobDownload:
             return
         pool = ThreadPoolExecutor(max_workers=min(self.options.parallel, len(pending)), thread_name_prefix="corral-pull")
         futures: set[Future[None]] = {pool.submit(self._fetch_part, p) for p in pending}
+        finished = threading.Event()
+        hasher = threading.Thread(target=self._hash_behind, args=(finished,), name="corral-hash", daemon=True)
+        hasher.start()
         last, saved = -1, time.monotonic()
         try:
             while futures:
@@ -243,8 +266,22 @@ class BlobDownload:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            finished.set()
+            hasher.join()
             with self._lock:
                 self.partial.save()
+
+    def _hash_behind(self, finished: threading.Event) -> None:
+        """Hash the bytes contiguous from the start as they arrive, so verifying overlaps downloading."""
+        while not self._stop.is_set():
+            with self._lock:
+                end = self.partial.contiguous()
+            if end > self.partial.hashed:
+                self.partial.hash_to(end, budget=HASH_AHEAD)
+            elif finished.is_set():
+                return
+            else:
+                finished.wait(0.005)
 
     def _fetch_part(self, part: Part) -> None:
         failures = 0
@@ -285,14 +322,14 @@ class BlobDownload:
                 error = self.client.fail(resp, f"pull blob {digest.short}")
                 raise BlobTransferError(str(digest), error.message) from error
             for chunk in resp.iter_raw():
-                if self._stop.is_set() or self.cancel.is_set():
-                    return
                 if len(chunk) > part.remaining:
                     raise BlobTransferError(str(digest), "the registry sent more bytes than were asked for")
                 os.pwrite(self.partial.fd, chunk, part.offset)
                 with self._lock:
                     part.done += len(chunk)
                     self.downloaded += len(chunk)
+                if self._stop.is_set() or self.cancel.is_set():
+                    return  # after keeping what arrived
             if part.remaining > 0:
                 raise _Retry(f"the connection ended {part.remaining} bytes early")
         finally:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 
 import pytest
 
-from corral.registry import Credential, Credentials, pull
+from corral.registry import Credential, Credentials, Limits, pull
 from corral.registry.errors import (
     BlobTransferError,
     InsecureRegistryError,
+    InsufficientSpaceError,
     ManifestNotFoundError,
     ManifestRejectedError,
     RegistryAuthError,
@@ -213,3 +215,13 @@ def test_a_registry_that_ignores_ranges_is_read_in_one_piece(registry, tmp_path)
     pull(store, f"{registry.host}/library/m", insecure=True, options=SMALL)
     assert store.blob_path(digest_of(WEIGHTS)).read_bytes() == WEIGHTS
 
+
+
+def test_a_pull_that_cannot_fit_on_the_disk_is_refused_before_any_download(registry, tmp_path):
+    doc = json.loads(registry.manifests["library/m:latest"])
+    doc["layers"][0]["size"] = 1 << 49  # 512 TiB: within the bound set here, beyond any disk
+    registry.manifests["library/m:latest"] = json.dumps(doc).encode()
+    options = dataclasses.replace(SMALL, limits=Limits(max_blob_size=1 << 50))
+    with pytest.raises(InsufficientSpaceError, match="not enough disk space"):
+        pull(Store(tmp_path / "models"), f"{registry.host}/library/m", insecure=True, options=options)
+    assert registry.seen("/blobs/") == []

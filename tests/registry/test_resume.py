@@ -56,13 +56,14 @@ def test_an_interrupted_pull_resumes_from_its_partial_file(registry, tmp_path, e
     name = f"{registry.host}/library/m"
     with pytest.raises(type(error)):
         pull(store, name, insecure=True, options=SMALL, progress=interrupt_when_stalled(registry, error))
-    first = registry.sent(digest_of(WEIGHTS))
-    assert STALL <= first < len(WEIGHTS) and recorded(store) == first
+    first, had = registry.sent(digest_of(WEIGHTS)), recorded(store)
+    # Everything that had arrived is kept (a part whose request was still in flight may lose that much).
+    assert STALL <= had <= first < len(WEIGHTS)
     assert not store.has_blob(digest_of(WEIGHTS)) and not store.has_model(name)
     registry.release.set()
     result = pull(store, name, insecure=True, options=SMALL)
-    assert registry.sent(digest_of(WEIGHTS)) - first == len(WEIGHTS) - first  # only what was missing
-    assert result.downloaded == len(WEIGHTS) - first + 2  # and the config blob
+    assert registry.sent(digest_of(WEIGHTS)) - first == len(WEIGHTS) - had  # only what was missing
+    assert result.downloaded == len(WEIGHTS) - had + 2  # and the config blob
     assert store.blob_path(digest_of(WEIGHTS)).read_bytes() == WEIGHTS and not sidecar(store).exists()
 
 
