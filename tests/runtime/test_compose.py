@@ -60,3 +60,12 @@ def test_parts_given_are_used_as_they_are(tmp_path: Path):
     assert (again.store, again.models, again.scheduler) == (runtime.store, runtime.models, runtime.scheduler)
     own = Scheduler(runtime.models)
     assert build_runtime(runtime.settings, models=runtime.models, scheduler=own).scheduler is own
+
+
+def test_a_server_can_be_given_a_whole_runtime(tmp_path: Path):
+    from corral.server.app import create_app
+
+    runtime = build_runtime(Settings(models=tmp_path / "models"), options=cpu_options())
+    ctx = create_app(runtime.settings, runtime=runtime, name="corral_given_runtime").ctx
+    assert ctx.runtime is runtime and (ctx.scheduler, ctx.models, ctx.store) == (
+        runtime.scheduler, runtime.models, runtime.store)
