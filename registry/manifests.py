@@ -3,7 +3,7 @@
 A registry is not trusted. Its manifest is read with a size bound (also when it streams without a
 Content-Length, and when it never ends), then checked field by field: the schema, the number of
 layers, each size (non-negative, bounded), each digest (`sha256:<64 hex>`, parsed by corral.store's
-Digest before it can become a file name: `sha256:../../x`, 63 or 65 digits and other algorithms
+Digest before it can become a file name: a climb out of the folder, 63 or 65 digits and other algorithms
 are refused), and each media type (one of the kinds Ollama writes; anything else is refused with
 its name). Only then is it a Manifest that the pull may act on.
 """
