@@ -20,21 +20,21 @@ FOLDERS = {name.split(".")[1]: REPO / folder for name, folder in _SETUP["package
            if name.count(".") == 1}
 
 
-def corral_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, top-level package) for every `corral.X` the module imports, lazily or not."""
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted module name) for every absolute import in the module, lazy ones included."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+            found.append((node.lineno, node.module))
         elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        else:
-            continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "corral" and len(parts) > 1:
-                found.append((node.lineno, parts[1]))
+            found += [(node.lineno, alias.name) for alias in node.names]
     return found
+
+
+def corral_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level package) for every `corral.X` the module imports, lazily or not."""
+    return [(line, name.split(".")[1]) for line, name in imported_modules(path)
+            if name.startswith("corral.") and name.count(".") >= 1]
 
 
 MODULES = [(layer, path) for layer in LAYERS for path in sorted(FOLDERS[layer].rglob("*.py"))]

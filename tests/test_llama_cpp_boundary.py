@@ -12,26 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_layers import MODULES, REPO
-
-import ast
+from tests.test_layers import MODULES, REPO, imported_modules
 
 OUTSIDE_ENGINE = [(layer, path) for layer, path in MODULES if layer != "engine"]
 
 
 def llama_cpp_imports(path: Path) -> list[int]:
     """The lines of `path` that import llama_cpp (or a module of it), lazily or not."""
-    lines = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        else:
-            continue
-        if any(name == "llama_cpp" or name.startswith("llama_cpp.") for name in names):
-            lines.append(node.lineno)
-    return lines
+    return [line for line, name in imported_modules(path) if name == "llama_cpp" or name.startswith("llama_cpp.")]
 
 
 @pytest.mark.parametrize("layer, path", OUTSIDE_ENGINE,
