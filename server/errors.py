@@ -5,7 +5,6 @@ Exception tree of the server's own errors (the rest come from the layers below):
     CorralError                        (corral.errors)
      +-- ApiError                      a request the server refuses before reaching the runtime
           +-- BadRequestError          malformed body or a field with a bad value
-          +-- UnsupportedError         the model lacks a capability the request needs
           +-- NotImplementedByCorral   an Ollama endpoint Corral does not offer (pull, push)
 
 What each error answers is chosen here and nowhere else (`status_of`):
@@ -62,10 +61,6 @@ class ApiError(CorralError):
 
 class BadRequestError(ApiError):
     """The body is missing, is not JSON, or a field has a value the API does not accept."""
-
-
-class UnsupportedError(ApiError):
-    """The model cannot do what was asked (images for a text-only model, thinking, ...)."""
 
 
 class NotImplementedByCorral(ApiError):

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
-
+from corral.runtime.scheduler import Scheduler
 from corral.sources.library import Change, Library, discover
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ def watched_paths(library: Library) -> set[Path]:
     return {p for p in paths if p.is_dir()}
 
 
-async def apply_changes(changes: list[Change], scheduler: Any) -> None:
+async def apply_changes(changes: list[Change], scheduler: Scheduler | None) -> None:
     """Follow up a sync on the scheduler: unload deleted models, pre-load reloaded ones."""
     if scheduler is None:
         return
@@ -43,20 +42,20 @@ async def apply_changes(changes: list[Change], scheduler: Any) -> None:
             asyncio.ensure_future(_preload(scheduler, change.name))
 
 
-async def _preload(scheduler: Any, name: str) -> None:
+async def _preload(scheduler: Scheduler, name: str) -> None:
     try:
         await scheduler.load(name)
     except Exception as e:  # the next request will report it with its own status
         log.warning("library: pre-loading %s failed: %s", name, e)
 
 
-async def sync(library: Library, scheduler: Any, root: Path | None = None) -> list[Change]:
+async def sync(library: Library, scheduler: Scheduler | None, root: Path | None = None) -> list[Change]:
     changes = await asyncio.to_thread(library.sync, root)
     await apply_changes(changes, scheduler)
     return changes
 
 
-async def watch(library: Library, scheduler: Any, stop: asyncio.Event) -> None:
+async def watch(library: Library, scheduler: Scheduler, stop: asyncio.Event) -> None:
     """Reconcile on every change until `stop` is set; restarts when the watched folders change."""
     from watchfiles import awatch
 
