@@ -1,7 +1,8 @@
 """Every `CORRAL_*` environment variable, read once into one `Settings`.
 
 Each field is one variable (`CORRAL_` + its name in capitals) and mirrors one of Ollama's
-`OLLAMA_*` variables (same meaning, same default) unless its description says otherwise. Nothing
+`OLLAMA_*` variables (same meaning, same default) unless its description says otherwise; the
+Hugging Face fields read Hugging Face's own variables (`HF_TOKEN`, `HF_ENDPOINT`). Nothing
 else in Corral reads a `CORRAL_*` variable: the command or the server reads `Settings()` once and
 passes the values down (`create_app(settings)`, `Store(settings.models)`, `Engine(...,
 cpu_repack=settings.cpu_repack)`), so tests build settings directly: `Settings(models=tmp_path,
@@ -75,7 +76,8 @@ def parse_host(text: str) -> tuple[str, int]:
 class Settings(BaseSettings):
     """Every `CORRAL_*` variable: what `corral serve` and the other commands can be told, with Ollama's defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore", validate_default=True,
+                                      populate_by_name=True)
 
     host: str = Field(
         default=f"127.0.0.1:{DEFAULT_PORT}",
@@ -142,6 +144,19 @@ class Settings(BaseSettings):
         "(CORRAL_REGISTRY): `[https://]HOST[:PORT]`, a mirror; names that give their own host are "
         "pulled from that host. Unset: Ollama's public registry. Plain `http://` needs `--insecure`.",
     )
+    hf_token: str | None = Field(
+        default=None, validation_alias="HF_TOKEN", repr=False,
+        description="A Hugging Face access token (HF_TOKEN, the variable Hugging Face's own tools read; no "
+        "CORRAL_ prefix): sent as a Bearer credential to Hugging Face only (hf.co, huggingface.co, or "
+        "HF_ENDPOINT when set), never to a redirect target such as its download CDN.",
+    )
+    hf_endpoint: str | None = Field(
+        default=None, validation_alias="HF_ENDPOINT",
+        description="Where `hf.co/...` and `huggingface.co/...` names are fetched from (HF_ENDPOINT, as "
+        "huggingface_hub reads it): `http[s]://HOST[:PORT]`, a mirror. Unset: each name's own host for "
+        "Ollama's registry route and https://huggingface.co for the file API. Its scheme is used as "
+        "written: an `http://` endpoint needs no `--insecure`.",
+    )
 
     @field_validator("host", mode="before")
     @classmethod
@@ -160,10 +175,23 @@ class Settings(BaseSettings):
             return _default_models()
         return Path(value).expanduser() if isinstance(value, (str, Path)) else value
 
-    @field_validator("omp_wait_policy", mode="before")
+    @field_validator("omp_wait_policy", "hf_token", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("hf_endpoint", mode="before")
+    @classmethod
+    def _check_endpoint(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().rstrip("/")
+        if not text:
+            return None
+        scheme, sep, rest = text.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest or "/" in rest:
+            raise ValueError(f"{value!r} is not http[s]://HOST[:PORT]")
+        return f"{scheme.lower()}://{rest}"
 
     @field_validator("cpu_repack", mode="before")
     @classmethod
@@ -211,7 +239,17 @@ class Settings(BaseSettings):
 
 
 def variable(field: str) -> str:
-    """The environment variable of a Settings field: `num_parallel` -> `CORRAL_NUM_PARALLEL`."""
+    """The environment variable of a Settings field: `num_parallel` -> `CORRAL_NUM_PARALLEL`.
+
+    A field read from another tool's variable (`hf_token`: HF_TOKEN) has it as its alias; an
+    alias given here (as a validation error's location is) is returned as it is.
+    """
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, str):
+        return alias
+    if any(f.validation_alias == field for f in Settings.model_fields.values()):
+        return field
     return f"CORRAL_{field.upper()}"
 
 

@@ -9,6 +9,10 @@ case, so Docker's `https://index.docker.io/v1/` style keys match too. A credenti
 exact host it is filed under (the port included): the client sends it to that host and to no
 other, neither to a redirect target nor to a token realm elsewhere. Docker's credential helpers
 (`credsStore`, `credHelpers`) are not run.
+
+HF_TOKEN (Settings.hf_token, passed to `load`) is filed as a token under Hugging Face's two hosts,
+`hf.co` and `huggingface.co`, over what the files say for them (corral.registry.huggingface sends
+it to HF_ENDPOINT instead when that is set).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from urllib.parse import urlsplit
 from corral.registry.errors import CredentialsError
 
 CREDENTIALS_FILE = "credentials.json"
+HUGGING_FACE_HOSTS = ("hf.co", "huggingface.co")  # the hosts of `hf.co/OWNER/REPO` names, and their token
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +81,16 @@ class Credentials:
         """The credential filed under exactly this `host[:port]`, or None."""
         return self._entries.get(host_key(host))
 
+    def with_token(self, hosts: tuple[str, ...], token: str | None) -> Credentials:
+        """These credentials with `token` filed under each of `hosts` (unchanged when it is None)."""
+        if not token:
+            return self
+        return Credentials({**self._entries, **{host: Credential(token=token) for host in hosts}})
+
     @classmethod
-    def load(cls, home: Path, docker_config: Path | None = None) -> Credentials:
-        """`<home>/credentials.json` over `docker_config` (default: `default_docker_config()`).
+    def load(cls, home: Path, docker_config: Path | None = None, *, hf_token: str | None = None) -> Credentials:
+        """`<home>/credentials.json` over `docker_config` (default: `default_docker_config()`), and
+        `hf_token` (HF_TOKEN) for Hugging Face's hosts over both.
 
         Missing files are no credentials; a file that exists but is not valid raises
         CredentialsError naming it.
@@ -86,7 +98,7 @@ class Credentials:
         docker = default_docker_config() if docker_config is None else Path(docker_config)
         entries = read_docker_config(docker)
         entries.update(read_corral_file(Path(home) / CREDENTIALS_FILE))
-        return cls(entries)
+        return cls(entries).with_token(HUGGING_FACE_HOSTS, hf_token)
 
 
 def default_docker_config(env: Mapping[str, str] | None = None) -> Path:

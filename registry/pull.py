@@ -22,7 +22,7 @@ from corral.store.manifest import Layer, Manifest
 from corral.store.names import ModelName, parse
 from corral.store.store import Store
 from corral.registry.client import RegistryClient, endpoint_for
-from corral.registry.credentials import Credentials
+from corral.registry.credentials import HUGGING_FACE_HOSTS, Credentials
 from corral.registry.download import BlobDownload, PartialBlob, TransferOptions
 from corral.registry.errors import InsufficientSpaceError, TransferCancelledError
 from corral.registry.events import (
@@ -74,11 +74,14 @@ def check_free_space(store: Store, needed: int) -> None:
 
 def pull(store: Store, name: str | ModelName, *, insecure: bool = False, registry: str | None = None,
          credentials: Credentials | None = None, progress: Progress | None = None,
-         cancel: threading.Event | None = None, options: TransferOptions | None = None) -> PullResult:
+         cancel: threading.Event | None = None, options: TransferOptions | None = None,
+         hf_endpoint: str | None = None) -> PullResult:
     """Pull `name` (`[scheme://][host/][namespace/]model[:tag]`) into `store`.
 
     `registry` (CORRAL_REGISTRY) serves names on Ollama's default host; `insecure` allows plain
-    http; `credentials` are sent only to the host they are filed under. `progress` receives each
+    http; `credentials` are sent only to the host they are filed under. Names on `hf.co` and
+    `huggingface.co` go to Hugging Face (`hf_endpoint`, HF_ENDPOINT, when set), with its file API
+    as the fallback (corral.registry.huggingface). `progress` receives each
     ProgressEvent on this thread; an exception it raises (KeyboardInterrupt included) stops the
     pull, as does setting `cancel` (TransferCancelledError), with partial downloads kept.
 
@@ -91,44 +94,64 @@ def pull(store: Store, name: str | ModelName, *, insecure: bool = False, registr
     options = options or TransferOptions()
     emit = progress or ignore
     cancel = cancel or threading.Event()
+    if model.host.lower() in HUGGING_FACE_HOSTS:
+        from corral.registry.huggingface import pull_hugging_face  # it builds on this module
+
+        return pull_hugging_face(store, model, insecure=insecure, credentials=credentials, emit=emit,
+                                 cancel=cancel, options=options, endpoint=hf_endpoint)
     endpoint = endpoint_for(model, insecure=insecure, registry=registry)
     credential = credentials.for_host(endpoint.host) if credentials is not None else None
     with RegistryClient(endpoint, model, credential=credential, insecure=insecure, timeout=options.timeout) as client:
         emit(ProgressEvent(PULLING_MANIFEST))
         manifest = check_manifest(client.get_manifest(options.limits), str(model), options.limits)
-        blobs = unique_blobs(manifest)
-        check_free_space(store, missing_bytes(store, blobs))
-        fetched: list[PartialBlob] = []
-        downloaded = 0
-        try:
-            for layer in blobs:
-                if cancel.is_set():
-                    raise TransferCancelledError("pull")
-                partial = PartialBlob(store, layer)
-                if store.has_blob(layer.digest) or not partial.open(options):
-                    emit(layer_event("pulling", layer.digest, layer.size, layer.size))
-                    continue
-                fetched.append(partial)
-                emit(layer_event("pulling", layer.digest, layer.size, partial.completed))
-                download = BlobDownload(client, partial, options, cancel)
-                reported = [partial.completed]
+        downloaded = fetch_blobs(store, client, unique_blobs(manifest), options, emit, cancel)
+    return write_pulled(store, model, manifest, downloaded, emit)
 
-                def report(done: int, layer: Layer = layer) -> None:
-                    reported[0] = done
-                    emit(layer_event("pulling", layer.digest, layer.size, done))
 
-                try:
-                    download.run(report)
-                finally:
-                    downloaded += download.downloaded
-                if reported[0] != layer.size:
-                    emit(layer_event("pulling", layer.digest, layer.size, layer.size))
-            emit(ProgressEvent(VERIFYING))
-            for partial in fetched:
-                partial.commit()
-        finally:
-            for partial in fetched:
-                partial.close()
+def fetch_blobs(store: Store, client: RegistryClient, blobs: list[Layer], options: TransferOptions,
+                emit: Progress, cancel: threading.Event) -> int:
+    """Download the `blobs` the store lacks through `client`, verified into blobs/; the bytes fetched.
+
+    The free space is checked first; each blob is announced (`pulling <digest>`), skipped when
+    stored, else fetched in parts; then `verifying sha256 digest` commits them all.
+    """
+    check_free_space(store, missing_bytes(store, blobs))
+    fetched: list[PartialBlob] = []
+    downloaded = 0
+    try:
+        for layer in blobs:
+            if cancel.is_set():
+                raise TransferCancelledError("pull")
+            partial = PartialBlob(store, layer)
+            if store.has_blob(layer.digest) or not partial.open(options):
+                emit(layer_event("pulling", layer.digest, layer.size, layer.size))
+                continue
+            fetched.append(partial)
+            emit(layer_event("pulling", layer.digest, layer.size, partial.completed))
+            download = BlobDownload(client, partial, options, cancel)
+            reported = [partial.completed]
+
+            def report(done: int, layer: Layer = layer) -> None:
+                reported[0] = done
+                emit(layer_event("pulling", layer.digest, layer.size, done))
+
+            try:
+                download.run(report)
+            finally:
+                downloaded += download.downloaded
+            if reported[0] != layer.size:
+                emit(layer_event("pulling", layer.digest, layer.size, layer.size))
+        emit(ProgressEvent(VERIFYING))
+        for partial in fetched:
+            partial.commit()
+    finally:
+        for partial in fetched:
+            partial.close()
+    return downloaded
+
+
+def write_pulled(store: Store, model: ModelName, manifest: Manifest, downloaded: int, emit: Progress) -> PullResult:
+    """The last steps of a pull: `writing manifest`, `success`."""
     emit(ProgressEvent(WRITING_MANIFEST))
     digest = store.write_manifest(model, manifest)
     emit(ProgressEvent(SUCCESS))

@@ -46,6 +46,10 @@ def sealed_environment(root: Path, base: dict[str, str] | None = None, *, port: 
     env["CORRAL_MODELS"] = str(root / "home" / ".corral" / "models")
     env["CORRAL_HOST"] = f"127.0.0.1:{port if port is not None else free_port()}"
     env["CORRAL_NOHISTORY"] = "1"
+    # Hugging Face's variables too: no user token, and hf.co names go to a dead loopback port.
+    for hf in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_IMPLICIT_TOKEN"):
+        env.pop(hf, None)
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
     if library:
         (root / "library").mkdir(exist_ok=True)
         env["CORRAL_LIBRARY"] = str(root / "library")

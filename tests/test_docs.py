@@ -59,7 +59,7 @@ def test_every_setting_is_documented_in_the_settings_table():
 def test_the_settings_table_names_only_settings():
     from corral.config.settings import variables
 
-    documented = re.findall(r"^\| `(CORRAL_[A-Z_]+)` \|", _settings_table(), re.M)
+    documented = re.findall(r"^\| `((?:CORRAL|HF)_[A-Z_]+)` \|", _settings_table(), re.M)
     assert sorted(documented) == sorted(variables())
 
 
