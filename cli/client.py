@@ -10,7 +10,7 @@ environment. Exception tree (httpx's exceptions are mapped here, in `_send`, and
           +-- ServerError            the server answered `{"error": "..."}`; carries its status and message
                +-- NotFoundError     404: no such model (or blob)
 
-Every method is synchronous and streams where the API streams: `chat` and `create` yield the NDJSON
+Every method is synchronous and streams where the API streams: `chat`, `create`, `pull` and `push` yield the NDJSON
 objects as they arrive, and closing the iterator (Ctrl-C included) closes the connection, which is
 how the server learns to stop generating.
 """
@@ -280,6 +280,14 @@ class Client:
         """Stream /api/create's statuses (`from`, `files`, `template`, `system`, ... as the API names them)."""
         body = {"model": model, "stream": True, **{k: v for k, v in fields.items() if v is not None}}
         return self._lines("/api/create", body)  # type: ignore[return-value]
+
+    def pull(self, model: str, *, insecure: bool = False) -> Iterator[Progress]:
+        """Stream /api/pull's statuses; closing the iterator stops the pull (what it fetched is kept)."""
+        return self._lines("/api/pull", {"model": model, "insecure": insecure, "stream": True})  # type: ignore[return-value]
+
+    def push(self, model: str, *, insecure: bool = False) -> Iterator[Progress]:
+        """Stream /api/push's statuses."""
+        return self._lines("/api/push", {"model": model, "insecure": insecure, "stream": True})  # type: ignore[return-value]
 
     def has_blob(self, digest: str) -> bool:
         try:

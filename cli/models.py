@@ -21,6 +21,7 @@ from corral.cli import output
 from corral.cli.client import Client, parse_time, running_server
 from corral.cli.context import compile_options, settings, store
 from corral.cli.exit import ExitCode, UsageError
+from corral.cli.transfer import Display, pull_model
 from corral.compiler.compile import compile_definition
 from corral.compiler.templates.prompt import chat_prompt
 from corral.compiler.plan import human_bytes
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("create", help="create a model from a Modelfile or TOML definition")
     p.add_argument("name")
     p.add_argument("-f", "--file", default="Modelfile", help="definition file (default: ./Modelfile)")
+    p.add_argument("--insecure", action="store_true", help="pull a FROM model that is not here over plain http")
     p.set_defaults(handler=create)
 
     p = sub.add_parser("list", aliases=["ls"], help="list models")
@@ -71,8 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _progress() -> Progress:
+    console = Console(stderr=True)  # off the terminal it would print only a blank line
     return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), console=Console(stderr=True), transient=True)
+                    TransferSpeedColumn(), console=console, transient=True, disable=not console.is_terminal)
 
 
 def create(args: argparse.Namespace) -> int:
@@ -85,13 +88,21 @@ def create(args: argparse.Namespace) -> int:
     server = running_server(s.host)
     if server is not None:
         with server:
-            return _create_through(server, args.name, path, parsed.definition)
+            return _create_through(server, args.name, path, parsed.definition, args.insecure)
     with _progress() as bar:
         task = bar.add_task("copying weights", total=None)
+
+        def pull_base(name: str) -> None:  # FROM names a model the store lacks: pull it, as Ollama does
+            bar.stop()  # one live display at a time: the pull shows its own
+            try:
+                pull_model(s, name, insecure=args.insecure, server=None)
+            finally:
+                bar.start()
+
         created = create_model(
             store(s), args.name, parsed.definition, base_dir=path.parent.resolve(),
             options=compile_options(s), source=str(path),
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=lambda done, total: bar.update(task, completed=done, total=total), fetch=pull_base,
         )
     spec = created.spec
     t = spec.template
@@ -102,8 +113,9 @@ def create(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _create_through(client: Client, name: str, path: Path, d: ModelDefinition) -> int:
-    """Ollama's way: upload the local files as blobs, then POST /api/create naming them by digest."""
+def _create_through(client: Client, name: str, path: Path, d: ModelDefinition, insecure: bool) -> int:
+    """Ollama's way: upload the local files as blobs, then POST /api/create naming them by digest
+    (the server pulls a FROM model it lacks, its progress streamed with the create's)."""
     base = path.parent.resolve()
 
     def upload(value: str, span, what: str) -> tuple[str, str]:
@@ -135,10 +147,11 @@ def _create_through(client: Client, name: str, path: Path, d: ModelDefinition) -
         fields["requires"] = d.requires.value
     if d.messages:
         fields["messages"] = [{"role": m.role, "content": m.content} for m in d.messages]
-    for progress in client.create(name, **fields):
-        status = progress.get("status", "")
-        if status and status != "success":
-            output.err(status)
+    if insecure:
+        fields["insecure"] = True
+    with Display(success=False) as show:
+        for progress in client.create(name, **fields):
+            show(progress)
     shown = names.parse(name).display_shortest()
     digest = next((m.get("digest", "") for m in client.tags() if m.get("name") == shown), "")
     output.out(f"created {shown}" + (f" ({digest.removeprefix('sha256:')[:12]})" if digest else ""))

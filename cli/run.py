@@ -6,6 +6,9 @@ Two ways to reach a model, behind one small interface (`Session`):
 * `LocalSession`: no server answers, so this process runs the model itself: a runtime built by
   the same `build_runtime` as a server's, and each answer planned and run by the same code
   (corral.runtime.inference), so it is the server's answer; `corral run` then needs no `serve` step.
+
+Either way a model that is not there (a 404 from /api/show, or not in the local store) is pulled
+first, through the server or into the store (cli/transfer.py), with its progress shown.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from corral.cli import output
-from corral.cli.client import Client, Message, running_server
+from corral.cli.client import Client, Message, NotFoundError, running_server
 from corral.cli.context import settings
 from corral.cli.exit import ExitCode, UsageError
 from corral.dsl.parameters import ParamValue
@@ -98,9 +101,10 @@ def _show_runtime_warnings() -> None:
 class LocalSession:
     """The model run by this process, over the runtime a server would build, on one event loop."""
 
-    def __init__(self, model: str, keep_alive: float | None):
+    def __init__(self, model: str, keep_alive: float | None, fetch: Callable[[str], None] | None = None):
         _show_runtime_warnings()
         from corral.runtime.compose import build_runtime
+        from corral.store.errors import ModelNotFoundError
 
         self.model = model
         self.keep_alive = keep_alive
@@ -108,7 +112,13 @@ class LocalSession:
         # unloads them when the command ends.
         self.runtime = build_runtime(_settings(), serve_library=False, keep_alive=-1.0)
         self.models = self.runtime.models
-        self.models.spec(model)  # ModelNotFoundError before anything loads
+        try:
+            self.models.spec(model)  # ModelNotFoundError before anything loads
+        except ModelNotFoundError:
+            if fetch is None:
+                raise
+            fetch(model)  # into the store this runtime reads
+            self.models.spec(model)
         # asyncio.Runner turns Ctrl-C into a cancellation of the running answer, then raises
         # KeyboardInterrupt here, so the engine's request is cancelled rather than abandoned.
         self.runner = asyncio.Runner()
@@ -162,22 +172,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keepalive", metavar="DURATION",
                    help="how long the server keeps the model loaded afterwards (e.g. 5m, 1h, 0)")
     p.add_argument("--format", choices=["json"], help="answer in JSON")
+    p.add_argument("--insecure", action="store_true", help="pull a missing model over plain http")
     p.set_defaults(handler=run)
 
 
-def open_session(model: str, keepalive: str | None) -> Session:
-    """A session at the server when one answers, else in this process."""
-    client = running_server(_settings().host)
+def open_session(model: str, keepalive: str | None, insecure: bool = False) -> Session:
+    """A session at the server when one answers, else in this process; a model that is in neither
+    the store nor the library is pulled first (with a progress display), as Ollama's `run` does."""
+    from corral.cli.transfer import pull_model
+
+    s = _settings()
+    client = running_server(s.host)
     if client is not None:
         try:
-            client.show(model)  # an unknown model fails here, before a session opens
+            try:
+                client.show(model)  # an unknown model answers 404 here, before a session opens
+            except NotFoundError:
+                pull_model(s, model, insecure=insecure, server=client)
+                client.show(model)
         except BaseException:
             client.close()
             raise
         return ServerSession(client, model, keepalive)
     from corral.config.durations import parse_keep_alive
 
-    return LocalSession(model, parse_keep_alive(keepalive))
+    return LocalSession(model, parse_keep_alive(keepalive),
+                        fetch=lambda name: pull_model(s, name, insecure=insecure, server=None))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         prompt = f"{piped}\n{prompt}" if prompt and piped else (piped or prompt)
     if not interactive and not prompt.strip():
         raise UsageError("corral run", "the prompt is empty")
-    session = open_session(args.model, args.keepalive)
+    session = open_session(args.model, args.keepalive, args.insecure)
     try:
         if interactive:
             return repl.Repl(session, verbose=args.verbose, format=args.format,

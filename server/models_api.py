@@ -1,27 +1,37 @@
-"""Model management routes of the native API: tags, show, ps, create, copy, delete, blobs, version.
+"""Model management routes of the native API: tags, show, ps, create, copy, delete, blobs, pull,
+push, version.
 
 Registered on the /api blueprint by ollama_api.blueprint(). Store work (hashing, copying large
-files, compiling) runs in worker threads so the event loop keeps serving other requests.
+files, compiling) and registry transfers run in worker threads so the event loop keeps serving
+other requests; their progress comes back through a queue (`_threaded`) and streams as Ollama's
+NDJSON status objects. A client that goes away mid-pull cancels it (the partial files stay, and the
+next pull resumes them). A pull, or a create that pulled its `from` model, writes the manifest into
+the store the server reads, so the model is listed and runs from the next request on.
+
+Credentials for registries are read from `<home>/credentials.json`, where `<home>` is the folder
+that holds the store (`~/.corral` for the default `~/.corral/models`), and from Docker's
+config.json (corral.registry.credentials).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import queue
 import threading
 from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json as json_response
 
+from corral import registry
+from corral.registry.events import SUCCESS, ProgressEvent
 from corral.store.names import parse_digest
-from corral.server.errors import BadRequestError, NotImplementedByCorral, native_body
-from corral.server.schemas import CopyBody, CreateBody, DeleteBody, ShowBody, parse_body
+from corral.server.errors import BadRequestError, native_body
+from corral.server.schemas import CopyBody, CreateBody, DeleteBody, ShowBody, TransferBody, parse_body
 from corral.server.streaming import NDJSON, LazyStream, ndjson_line, pump, rfc3339nano
 
 if TYPE_CHECKING:
@@ -58,14 +68,91 @@ async def version_route(request: Request) -> HTTPResponse:
     return json_response({"version": corral_version()})
 
 
-async def pull(request: Request) -> HTTPResponse:
-    raise NotImplementedByCorral("Corral does not pull from registries: copy the GGUF file here and run "
-                                 "'corral create', or POST it to /api/blobs and call /api/create")
+Status = dict[str, Any]
+Emit = Callable[[Status], None]
 
 
-async def push(request: Request) -> HTTPResponse:
-    raise NotImplementedByCorral("Corral does not push to registries; the model store is Ollama's layout, "
-                                 "so 'ollama push' can push a model from it")
+async def pull(request: Request) -> HTTPResponse | None:
+    """Ollama's /api/pull: `pulling manifest`, `pulling <12 hex>` per layer, `verifying sha256 digest`,
+    `writing manifest`, `success`."""
+    body = parse_body(request.body, TransferBody)
+    ctx = request.app.ctx
+    cancel = threading.Event()
+    updates = _threaded(lambda emit: _pull(ctx, body.model, body.insecure, emit, cancel), cancel)
+    return await _statuses(request, body.stream, updates)
+
+
+async def push(request: Request) -> HTTPResponse | None:
+    """Ollama's /api/push: `retrieving manifest`, `pushing <12 hex>` per layer, `pushing manifest`, `success`."""
+    body = parse_body(request.body, TransferBody)
+    ctx = request.app.ctx
+    cancel = threading.Event()
+
+    def work(emit: Emit) -> None:
+        registry.push(ctx.store, body.model, insecure=body.insecure, registry=ctx.settings.registry,
+                      credentials=_credentials(ctx), progress=_events_to(emit), cancel=cancel)
+
+    return await _statuses(request, body.stream, _threaded(work, cancel))
+
+
+def _credentials(ctx: AppContext) -> registry.Credentials:
+    # The Corral home is the store's parent folder (~/.corral for ~/.corral/models), as for `corral demo`.
+    return registry.Credentials.load(ctx.store.root.parent)
+
+
+def _events_to(emit: Emit) -> Callable[[ProgressEvent], None]:
+    return lambda event: emit(event.to_json())
+
+
+def _pull(ctx: AppContext, name: str, insecure: bool, emit: Emit, cancel: threading.Event) -> None:
+    """Pull `name` into the server's store (on a worker thread), its events to `emit`."""
+    registry.pull(ctx.store, name, insecure=insecure, registry=ctx.settings.registry,
+                  credentials=_credentials(ctx), progress=_events_to(emit), cancel=cancel)
+
+
+async def _statuses(request: Request, stream: bool, updates: AsyncIterator[Status]) -> HTTPResponse | None:
+    """Stream status objects as NDJSON, or (`stream: false`) answer the last one alone.
+
+    An error before the first object answers its own HTTP status; after it, a last `{"error"}` line.
+    """
+    if not stream:
+        last: Status = {"status": SUCCESS}
+        async with aclosing(updates) as it:
+            async for last in it:
+                pass
+        return json_response(last)
+    await pump(LazyStream(request, NDJSON), updates, lambda status: [ndjson_line(status)],
+               lambda e: ndjson_line(native_body(e)))
+    return None
+
+
+async def _threaded(work: Callable[[Emit], Any], cancel: threading.Event | None = None) -> AsyncIterator[Status]:
+    """Run `work(emit)` in a thread, yielding what it emits; its error is raised after the last one.
+
+    Closing the iterator early (the client went away) sets `cancel`, which the work is to honour.
+    """
+    loop = asyncio.get_running_loop()
+    updates: asyncio.Queue[Status] = asyncio.Queue()
+
+    def emit(item: Status) -> None:
+        loop.call_soon_threadsafe(updates.put_nowait, item)
+
+    task = asyncio.ensure_future(asyncio.to_thread(work, emit))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even when nobody waits
+    try:
+        # The thread's emits are queued on the loop before its completion is, so none is lost.
+        while not (task.done() and updates.empty()):
+            getter = asyncio.ensure_future(updates.get())
+            try:
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                getter.cancel()
+            if getter.done() and not getter.cancelled():
+                yield getter.result()
+        task.result()  # raises the work's error
+    finally:
+        if not task.done() and cancel is not None:
+            cancel.set()
 
 
 async def tags(request: Request) -> HTTPResponse:
@@ -126,47 +213,36 @@ async def create(request: Request) -> HTTPResponse | None:
             if filename.startswith("/") or ".." in filename.replace("\\", "/").split("/"):
                 raise BadRequestError("file path must be relative", param=field)
             parse_digest(digest)
-    fields = body.model_dump(by_alias=True, exclude_none=True, exclude={"model", "stream"})
-    progress = _create_progress(request.app.ctx, body.model, fields)
-    if not body.stream:
-        last: dict[str, Any] = {"status": "success"}
-        async with aclosing(progress) as it:
-            async for last in it:
-                pass
-        return json_response(last)
-    await pump(LazyStream(request, NDJSON), progress, lambda status: [ndjson_line(status)],
-               lambda e: ndjson_line(native_body(e)))
-    return None
+    fields = body.model_dump(by_alias=True, exclude_none=True, exclude={"model", "stream", "insecure"})
+    updates = _create_progress(request.app.ctx, body.model, fields, body.insecure)
+    return await _statuses(request, body.stream, updates)
 
 
-async def _create_progress(ctx: AppContext, name: str, fields: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """Run the runtime's create in a thread, yielding its progress as Ollama status objects."""
+async def _create_progress(ctx: AppContext, name: str, fields: dict[str, Any],
+                           insecure: bool) -> AsyncIterator[Status]:
+    """Run the store's create in a thread, yielding its progress as Ollama status objects; a `from`
+    model the store lacks is pulled first, its statuses interleaved (all but its `success`)."""
     from corral.store.create import create_from_request
 
-    loop = asyncio.get_running_loop()
-    updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    cancel = threading.Event()
 
-    def progress(status: str | dict[str, Any], **extra: Any) -> None:
-        item = dict(status) if isinstance(status, dict) else {"status": status, **extra}
-        loop.call_soon_threadsafe(updates.put_nowait, item)
+    def work(emit: Emit) -> None:
+        def say(status: str | Status, **extra: Any) -> None:
+            emit(dict(status) if isinstance(status, dict) else {"status": status, **extra})
 
-    if inspect.iscoroutinefunction(create_from_request):
-        work = asyncio.ensure_future(create_from_request(ctx.store, ctx.models, name, fields, progress))
-    else:
-        work = asyncio.ensure_future(asyncio.to_thread(create_from_request, ctx.store, ctx.models, name,
-                                                       fields, progress))
+        def pulled(item: Status) -> None:
+            if item.get("status") != SUCCESS:
+                emit(item)
+
+        create_from_request(ctx.store, ctx.models, name, fields, say,
+                            fetch=lambda base: _pull(ctx, base, insecure, pulled, cancel))
+
     last = None
-    while not (work.done() and updates.empty()):
-        getter = asyncio.ensure_future(updates.get())
-        await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            last = getter.result()
+    async with aclosing(_threaded(work, cancel)) as it:
+        async for last in it:
             yield last
-        else:
-            getter.cancel()
-    work.result()  # raises the create's error
-    if last is None or last.get("status") != "success":
-        yield {"status": "success"}
+    if last is None or last.get("status") != SUCCESS:
+        yield {"status": SUCCESS}
 
 
 async def copy(request: Request) -> HTTPResponse:

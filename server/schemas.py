@@ -310,6 +310,7 @@ class CreateBody(_Body):
     parameters: dict[str, Any] | None = None
     messages: list[CreateMessage] | None = None
     quantize: str | None = None
+    insecure: bool = False  # Corral's: a `from` model pulled from a plain-http registry
     stream: bool = True
 
     @model_validator(mode="before")
@@ -319,6 +320,19 @@ class CreateBody(_Body):
         if isinstance(data, dict) and "quantize" not in data and "quantization" in data:
             data = {**data, "quantize": data["quantization"]}
         return data
+
+
+class TransferBody(_Body):
+    """POST /api/pull and /api/push (push's `username` and `password`, which Ollama ignores, too)."""
+
+    model: ModelField
+    insecure: bool = False
+    stream: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, data: Any) -> Any:
+        return _name_alias(data)
 
 
 class CopyBody(_Body):

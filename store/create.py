@@ -24,17 +24,31 @@ from corral.store.names import Digest
 from corral.store.store import Progress, Store
 
 
-class StoreResolver:
-    """The compiler's view of the store: `FROM <model>` and `FROM sha256:<hex>`."""
+Fetch = Callable[[str], None]
+"""Brings a model that is not in the store into it (the CLI and the server pass a registry pull)."""
 
-    def __init__(self, store: Store):
+
+class StoreResolver:
+    """The compiler's view of the store: `FROM <model>` and `FROM sha256:<hex>`.
+
+    With `fetch`, a FROM model the store lacks is fetched first (then read as if it had been there);
+    its errors (a registry's 404, a refused manifest) are the create's.
+    """
+
+    def __init__(self, store: Store, fetch: Fetch | None = None):
         self.store = store
+        self.fetch = fetch
 
     def model(self, name: str) -> ParentModel | None:
         try:
             manifest = self.store.read_manifest(name)
-        except (ModelNotFoundError, names.InvalidNameError):
+        except names.InvalidNameError:
             return None
+        except ModelNotFoundError:
+            if self.fetch is None:
+                return None
+            self.fetch(name)
+            manifest = self.store.read_manifest(name)
         return base_model(self.store, read_parts(self.store, manifest, name), name)
 
     def blob(self, digest: str) -> Path | None:
@@ -53,12 +67,13 @@ Status = Callable[[str], None]
 
 def create_model(store: Store, name: str, definition: ModelDefinition, *, base_dir: Path,
                  options: CompileOptions, source: str | None = None,
-                 progress: Progress | None = None, status: Status | None = None) -> Created:
-    """Create (or replace) model `name` from a parsed definition."""
+                 progress: Progress | None = None, status: Status | None = None,
+                 fetch: Fetch | None = None) -> Created:
+    """Create (or replace) model `name` from a parsed definition; `fetch` brings a missing FROM model."""
     say = status or (lambda _msg: None)
     model_name = names.parse(name)
     spec = compile_definition(definition, name=model_name.display_shortest(), base_dir=base_dir,
-                              resolver=StoreResolver(store), options=options, source=source)
+                              resolver=StoreResolver(store, fetch), options=options, source=source)
     layers: list[Layer] = []
 
     def blob_file(path: str, known: str | None, media: MediaType) -> None:
@@ -118,13 +133,14 @@ def delete_models(store: Store, model_names: list[str]) -> list[Digest]:
     return removed
 
 
-__all__ = ["Created", "StoreError", "StoreResolver", "copy_model", "create_model", "delete_models"]
+__all__ = ["Created", "Fetch", "StoreError", "StoreResolver", "copy_model", "create_model", "delete_models"]
 
 
 def create_from_request(store: Store, models: object, name: str, fields: dict,
-                        progress: Callable[..., None] | None = None) -> Created:
+                        progress: Callable[..., None] | None = None, fetch: Fetch | None = None) -> Created:
     """/api/create with Ollama's current request shape (from, files, adapters, template, system,
-    parameters, messages, license, requires): the same validation and compile as a definition file."""
+    parameters, messages, license, requires): the same validation and compile as a definition file;
+    `fetch` brings a `from` model the store lacks."""
     from corral.dsl.build import Builder
     from corral.dsl.span import Span
 
@@ -168,4 +184,4 @@ def create_from_request(store: Store, models: object, name: str, fields: dict,
     parsed = b.finish()
     options = getattr(models, "options")
     return create_model(store, name, parsed.definition, base_dir=store.root, options=options,
-                        status=lambda message: say(message))
+                        status=lambda message: say(message), fetch=fetch)

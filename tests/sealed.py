@@ -33,7 +33,8 @@ def sealed_environment(root: Path, base: dict[str, str] | None = None, *, port: 
                        library: bool = True) -> dict[str, str]:
     """`base` (default: os.environ) with every place Corral keeps state moved under `root`.
 
-    CORRAL_HOST names a free port, so a client finds no server unless the test starts one there;
+    CORRAL_HOST names a free port, so a client finds no server unless the test starts one there, and
+    CORRAL_REGISTRY another, so a pull of a default-host name reaches no registry unless a test sets one;
     with `library`, CORRAL_LIBRARY is an empty folder, so `corral serve` never picks up the
     checkout's library/ (its default in a checkout).
     """
@@ -46,6 +47,9 @@ def sealed_environment(root: Path, base: dict[str, str] | None = None, *, port: 
     env["CORRAL_MODELS"] = str(root / "home" / ".corral" / "models")
     env["CORRAL_HOST"] = f"127.0.0.1:{port if port is not None else free_port()}"
     env["CORRAL_NOHISTORY"] = "1"
+    # Names on Ollama's default host (what `corral run` and `create` pull when a model is missing)
+    # go to a loopback port where nothing listens, never to the public registry.
+    env["CORRAL_REGISTRY"] = f"127.0.0.1:{free_port()}"
     # Hugging Face's variables too: no user token, and hf.co names go to a dead loopback port.
     for hf in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_IMPLICIT_TOKEN"):
         env.pop(hf, None)

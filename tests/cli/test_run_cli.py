@@ -124,10 +124,11 @@ def test_run_json_format_answers_json(env):
 
 
 @model
-def test_run_an_unknown_model_says_so(env):
+def test_run_pulls_an_unknown_model_and_says_why_it_cannot(env):
     done = corral(env, "run", "nope", QUESTION)
     assert done.returncode == 1
-    assert "error: model 'nope' not found" in done.stderr
+    # The sealed CORRAL_REGISTRY is a loopback port where nothing listens.
+    assert done.stderr.startswith("pulling manifest\nerror: cannot reach registry 127.0.0.1")
 
 
 @model
@@ -334,10 +335,12 @@ def test_list_show_cp_rm_go_through_the_server(elsewhere, home):
     assert not Store(home / "models").has_model("smol-copy")
     assert not (Path(elsewhere["CORRAL_MODELS"]) / "manifests").exists()
 
-    for command in (["show", "nope"], ["run", "nope", QUESTION]):
-        missing = corral(elsewhere, *command)
-        assert missing.returncode == 1
-        assert "error: model 'nope' not found" in missing.stderr
+    missing = corral(elsewhere, "show", "nope")
+    assert missing.returncode == 1
+    assert "error: model 'nope' not found" in missing.stderr
+    missing = corral(elsewhere, "run", "nope", QUESTION)  # pulled by the server, from no registry
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("pulling manifest\nerror: cannot reach registry 127.0.0.1")
 
 
 @model

@@ -306,7 +306,7 @@ def test_blob_upload_verifies_the_digest(fake):
 def test_create_streams_progress(fake, monkeypatch):
     seen = {}
 
-    def create_from_request(store, models, name, fields, progress):
+    def create_from_request(store, models, name, fields, progress, fetch=None):
         seen.update(name=name, fields=fields)
         progress("parsing GGUF")
         progress({"status": "using existing layer sha256:abc"})
@@ -340,9 +340,3 @@ def test_copy_and_delete_of_a_missing_model(fake):
     assert r.status_code == 404
     r = fake.client.request("DELETE", "/api/delete", json={"model": "ghost"})
     assert r.status_code == 404 and r.json() == {"error": "model 'ghost' not found"}
-
-
-@pytest.mark.parametrize("path", ["/api/pull", "/api/push"])
-def test_registry_transfers_are_refused_with_a_reason(fake, path):
-    r = fake.client.post(path, json={"model": "llama3.2"})
-    assert r.status_code == 501 and "Corral does not" in r.json()["error"]
