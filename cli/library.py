@@ -12,9 +12,10 @@ from corral.cli import output
 from corral.cli.client import Client
 from corral.cli.context import settings
 from corral.cli.exit import ExitCode, UsageError
+from corral.sources.library import human_bytes
 
 ACTIONS = {"create": "create", "update-spec": "update (spec only)", "update-reload": "update (reload)",
-           "delete": "delete", "error": "error"}
+           "delete": "delete", "error": "error", "pull": "pull base"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,11 +45,22 @@ def status(args: argparse.Namespace) -> int:
         where = f"{err['path']}:{err['line']}:{err['column']}: {err['message']}" if err and err.get("line") else (
             err["message"] if err else "")
         failed |= m["state"] == "error"
-        table.add_row(m["name"], m["state"], (m.get("digest") or "-").removeprefix("sha256:")[:12],
+        pull = m.get("pull")
+        if pull and pull.get("retry_at"):
+            where += f" (next try {pull['retry_at'][:19].replace('T', ' ')})"
+        table.add_row(m["name"], _state(m), (m.get("digest") or "-").removeprefix("sha256:")[:12],
                       m["changed_at"][:19].replace("T", " "), where)
     output.out(f"library {data['root']}")
     Console(width=200).print(table)
     return ExitCode.ERROR if failed else ExitCode.OK
+
+
+def _state(m: dict) -> str:
+    """`pulling 45%` while a base downloads; otherwise the state as it is."""
+    pull = m.get("pull")
+    if m["state"] == "pulling" and pull and pull.get("percent") is not None:
+        return f"pulling {pull['percent']}%"
+    return m["state"]
 
 
 def apply(args: argparse.Namespace) -> int:
@@ -74,3 +86,7 @@ def _print(changes: list[dict], title: str) -> None:
     for c in changes:
         line = f"  {ACTIONS.get(c['action'], c['action']):<20} {c['name']}"
         output.out(line + (f"\n      {c['detail']}" if c.get("detail") else ""))
+    sizes = {c["download"]["model"]: c["download"]["bytes"] for c in changes
+             if c.get("download") and c["download"].get("bytes") is not None}
+    if sizes:
+        output.out(f"to download: {human_bytes(sum(sizes.values()))}")

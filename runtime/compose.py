@@ -50,14 +50,16 @@ class Runtime:
             return self.library
         if not isinstance(self.models, Catalog):
             raise TypeError("only a runtime whose models are a Catalog can serve a library")
-        from corral.store.create import StoreResolver
-
-        self.library = Library(root, self.models.options, StoreResolver(self.store))
+        self.library = make_library(self.settings, self.store, self.models.options, root)
         self.models.library = self.library
         return self.library
 
     async def close(self) -> None:
-        """Unload every model."""
+        """Cancel the library's background pulls, and unload every model."""
+        if self.library is not None:
+            import asyncio
+
+            await asyncio.to_thread(self.library.close)
         await self.scheduler.close()
 
 
@@ -69,6 +71,16 @@ def compile_options(settings: Settings) -> CompileOptions:
 
     return CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory(),
                           num_parallel=settings.num_parallel)
+
+
+def make_library(settings: Settings, store: Store, options: CompileOptions, root: Path) -> Library:
+    """A library over `root` whose missing registry bases are pulled into `store` in the background,
+    from CORRAL_REGISTRY, with the credentials under the Corral home (the store's parent folder)."""
+    from corral.sources.bases import Bases
+    from corral.store.create import StoreResolver
+
+    bases = Bases(store, registry=settings.registry, home=Path(store.root).parent)
+    return Library(root, options, StoreResolver(store), bases)
 
 
 def engine_factory(settings: Settings) -> EngineFactory:
@@ -98,9 +110,7 @@ def build_runtime(settings: Settings, *, store: Store | None = None, models: Mod
         options = options or compile_options(settings)
         catalog = Catalog(Models(store, options))
         if serve_library and settings.library is not None:
-            from corral.store.create import StoreResolver
-
-            library = Library(settings.library, options, StoreResolver(store))
+            library = make_library(settings, store, options, settings.library)
             library.sync()
             catalog.library = library
         models = catalog

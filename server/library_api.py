@@ -1,8 +1,14 @@
-"""/api/library: what the library serves and why, and `corral apply`'s plan-and-apply."""
+"""/api/library: what the library serves and why, and `corral apply`'s plan-and-apply.
+
+A model whose FROM names a registry model the store lacks is `pulling`, with `pull` saying how
+far (`completed`, `total`, `percent`); a failed pull is `error` with `pull.retry_at`. A dry run's
+`pull` changes carry `download`: the bytes still to fetch, or why the registry could not say.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +16,7 @@ from pydantic import BaseModel, Field
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json as json_response
 
+from corral.sources.bases import PullState
 from corral.sources.library import Change, Entry
 from corral.server.errors import BadRequestError
 from corral.server.library_watch import sync
@@ -35,11 +42,26 @@ def entry_json(e: Entry) -> dict[str, Any]:
         p = e.problem
         problem = {"message": p.message, "path": p.path, "line": p.line, "column": p.column, "hint": p.hint}
     return {"name": e.name, "path": e.path, "state": e.state, "digest": e.digest,
-            "changed_at": e.changed_at.isoformat().replace("+00:00", "Z"), "error": problem}
+            "changed_at": _time(e.changed_at), "error": problem, "pull": pull_json(e.pull)}
+
+
+def pull_json(p: PullState | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {"model": p.name, "status": p.state, "completed": p.completed, "total": p.total, "percent": p.percent,
+            "attempts": p.attempts, "error": p.error, "retry_at": _time(p.retry_at) if p.retry_at else None}
+
+
+def _time(t) -> str:
+    return t.isoformat().replace("+00:00", "Z")
 
 
 def change_json(c: Change) -> dict[str, Any]:
-    return {"name": c.name, "action": c.action, "path": c.path, "detail": c.detail}
+    download = None
+    if c.download is not None:
+        d = c.download
+        download = {"model": d.name, "bytes": d.bytes, "layers": d.layers, "error": d.error}
+    return {"name": c.name, "action": c.action, "path": c.path, "detail": c.detail, "download": download}
 
 
 async def status(request: Request) -> HTTPResponse:
@@ -66,7 +88,7 @@ async def apply(request: Request) -> HTTPResponse:
     ctx: AppContext = request.app.ctx
     library = ctx.runtime.serve_library(root)  # a server started without a library serves this one
     if body.dry_run:
-        changes, _ = await asyncio.to_thread(library.plan, root)
+        changes, _ = await asyncio.to_thread(partial(library.plan, root, measure=True))
         changes = [c for c in changes if c.action != "unchanged"]
     else:
         changes = await sync(library, ctx.scheduler, root)

@@ -5,6 +5,10 @@ many files) into one batch; each batch runs Library.sync() once, in a thread, an
 scheduler what it cannot learn from specs alone: a deleted model should unload once drained, and
 a model whose weights or load settings changed is loaded again beside the running one at once,
 so the first request after the edit does not wait for the load.
+
+A base model a definition waits for arrives from its background pull on another thread; the
+watcher hands that over to this loop (`library.resync`), so the sync it causes is followed up on
+the scheduler like any other.
 """
 
 from __future__ import annotations
@@ -59,6 +63,43 @@ async def watch(library: Library, scheduler: Scheduler, stop: asyncio.Event) -> 
     """Reconcile on every change until `stop` is set; restarts when the watched folders change."""
     from watchfiles import awatch
 
+    follower = asyncio.ensure_future(_follow_bases(library, scheduler, stop))
+    try:
+        await _watch_files(library, scheduler, stop, awatch)
+    finally:
+        follower.cancel()
+        try:
+            await follower
+        except asyncio.CancelledError:
+            pass
+
+
+async def _follow_bases(library: Library, scheduler: Scheduler, stop: asyncio.Event) -> None:
+    """Sync once more each time a pulled base arrives, until `stop` is set."""
+    loop = asyncio.get_running_loop()
+    arrived = asyncio.Event()
+
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(arrived.set)
+        except RuntimeError:  # the loop has closed: the server is gone
+            pass
+
+    library.resync = wake
+    try:
+        while not stop.is_set():
+            await arrived.wait()
+            arrived.clear()
+            try:
+                await sync(library, scheduler)
+            except Exception:
+                log.exception("library: reconcile after a pull failed")
+    finally:
+        if library.resync is wake:
+            library.resync = None
+
+
+async def _watch_files(library: Library, scheduler: Scheduler, stop: asyncio.Event, awatch) -> None:
     while not stop.is_set():
         paths = watched_paths(library)
         if not paths:

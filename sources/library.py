@@ -6,6 +6,11 @@ changed (by file content), and swaps in the new specs at once; an invalid edit k
 spec serving and records the error with its position. The scheduler compares each request's spec
 with the loaded one, so a template/system/sampling change applies without a reload and a weights
 or context change loads beside the old runner and drains it.
+
+A definition whose FROM names a registry model the store lacks is `pulling`: given `Bases`, the
+library has them pulled in the background (progress and failures on the entry, the last good
+spec still serving), and when the base arrives it syncs again (`resync`, else in the pull's
+thread), which compiles the definition at last.
 """
 
 from __future__ import annotations
@@ -14,24 +19,25 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from corral.compiler.compile import CompileOptions, compile_definition
-from corral.compiler.errors import CompileError
+from corral.compiler.errors import CompileError, UnknownModelError
 from corral.compiler.resolve import ModelResolver
 from corral.compiler.spec import RuntimeSpec
 from corral.dsl import DefinitionError, Diagnostic, load
 from corral.errors import CorralError
+from corral.sources.bases import Bases, Download, PullState, registry_name
 from corral.store import names
 from corral.store.errors import InvalidNameError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
-State = Literal["ok", "loading", "error"]
-Action = Literal["create", "update-spec", "update-reload", "delete", "unchanged", "error"]
+State = Literal["ok", "loading", "pulling", "error"]
+Action = Literal["create", "update-spec", "update-reload", "delete", "unchanged", "error", "pull"]
 
 # Editors and git leave these beside real files; they are never definitions.
 _IGNORED_PREFIXES = (".", "#", "~")
@@ -74,6 +80,8 @@ class Entry:
     problem: Problem | None
     changed_at: datetime
     source_hash: str = ""
+    base: str | None = None  # the registry model FROM names, while the store lacks it
+    pull: PullState | None = None  # how its pull stands (set by Library.entries)
 
     @property
     def digest(self) -> str | None:
@@ -86,6 +94,7 @@ class Change:
     action: Action
     path: str
     detail: str = ""
+    download: Download | None = None  # action "pull": what it would download (dry runs measure it)
 
 
 @dataclass
@@ -134,17 +143,44 @@ def _hash(path: Path) -> str | None:
 class Library:
     """Name -> spec for the definitions in one folder; thread-safe, swapped as a whole."""
 
-    def __init__(self, root: Path, options: CompileOptions, resolver: ModelResolver):
+    def __init__(self, root: Path, options: CompileOptions, resolver: ModelResolver, bases: Bases | None = None):
         self.root = root
         self.options = options
         self.resolver = resolver
+        self.bases = bases  # None: a missing base is an error, as without a registry
+        self.resync: Callable[[], None] | None = None  # the server's way to sync when a base arrives
         self._entries: dict[str, Entry] = {}
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        if bases is not None:
+            bases.on_ready = self._base_arrived
+
+    def close(self) -> None:
+        """Cancel the background pulls (what they downloaded stays in the store)."""
+        if self.bases is not None:
+            self.bases.close()
+
+    def _base_arrived(self, _name: str) -> None:
+        resync = self.resync
+        if resync is not None:
+            resync()
+        else:
+            self.sync()
 
     # -- lookups --------------------------------------------------------------------------------
     def entries(self) -> list[Entry]:
         with self._lock:
-            return sorted(self._entries.values(), key=lambda e: e.name)
+            entries = sorted(self._entries.values(), key=lambda e: e.name)
+        return [self._with_pull(e) for e in entries]
+
+    def _with_pull(self, e: Entry) -> Entry:
+        if e.base is None or self.bases is None:
+            return e
+        pull = self.bases.state(e.base) or PullState(e.base, "pulling")
+        if pull.state == "error":
+            problem = Problem(f"pulling {e.base}: {pull.error}", e.path, None, None, pull.hint)
+            return replace(e, state="error", problem=problem, pull=pull)
+        return replace(e, state="pulling", pull=pull)
 
     def _key(self, name: str) -> str:
         try:
@@ -165,8 +201,10 @@ class Library:
         return entry is not None and entry.spec is not None
 
     # -- reconciling ----------------------------------------------------------------------------
-    def plan(self, root: Path | None = None) -> tuple[list[Change], dict[str, Entry]]:
-        """Compile what changed in `root` (default: this library's folder) against what serves now."""
+    def plan(self, root: Path | None = None, *, measure: bool = False) -> tuple[list[Change], dict[str, Entry]]:
+        """Compile what changed in `root` (default: this library's folder) against what serves now.
+
+        `measure` asks the registry what each missing base would download (`corral apply --dry-run`)."""
         root = root or self.root
         with self._lock:
             current = dict(self._entries)
@@ -186,14 +224,34 @@ class Library:
         now = datetime.now(timezone.utc)
         for lower, f in found.items():
             old = current.get(lower)
-            if old is not None and old.source_hash == f.content_hash and old.path == str(f.path):
+            same = old is not None and old.source_hash == f.content_hash and old.path == str(f.path)
+            if same and old.base is None:
                 new[lower] = old
                 changes.append(Change(f.name, "unchanged", str(f.path)))
                 continue
+            parsed = None
             try:
                 parsed = load(f.path)
                 spec = compile_definition(parsed.definition, name=f.name, base_dir=f.path.parent.resolve(),
                                           resolver=self.resolver, options=self.options, source=str(f.path))
+            except UnknownModelError as e:
+                base = registry_name(parsed.definition.from_.value) if parsed and self.bases else None
+                if base is None:
+                    problem = Problem.of(e, f.path)
+                    new[lower] = Entry(f.name, str(f.path), "error", old.spec if old else None, problem, now,
+                                       f.content_hash)
+                    changes.append(Change(f.name, "error", str(f.path), problem.render()))
+                    continue
+                assert self.bases is not None
+                changed_at = old.changed_at if same and old is not None else now
+                new[lower] = Entry(f.name, str(f.path), "pulling", old.spec if old else None, None, changed_at,
+                                   f.content_hash, base=base)
+                download = self.bases.measure(base) if measure else None
+                if not same or measure:
+                    changes.append(Change(f.name, "pull", str(f.path), _pull_detail(base, download), download))
+                else:
+                    changes.append(Change(f.name, "unchanged", str(f.path)))
+                continue
             except CorralError as e:
                 problem = Problem.of(e, f.path)
                 new[lower] = Entry(f.name, str(f.path), "error", old.spec if old else None, problem, now, f.content_hash)
@@ -207,13 +265,26 @@ class Library:
         return changes, new
 
     def sync(self, root: Path | None = None) -> list[Change]:
-        """Plan and apply in one step; returns what changed (unchanged models left out)."""
+        """Plan and apply in one step; returns what changed (unchanged models left out).
+
+        Missing bases are pulled in the background; an edited definition that waits for one
+        cuts short the wait before its next try."""
         started = time.perf_counter()
-        changes, entries = self.plan(root)
-        with self._lock:
-            if root is not None:
-                self.root = root
-            self._entries = entries
+        with self._sync_lock:
+            with self._lock:
+                before = dict(self._entries)
+            changes, entries = self.plan(root)
+            with self._lock:
+                if root is not None:
+                    self.root = root
+                self._entries = entries
+            if self.bases is not None:
+                wanted = {e.base for e in entries.values() if e.base is not None}
+                self.bases.keep(wanted)
+                for lower, e in entries.items():
+                    if e.base is not None:
+                        old = before.get(lower)
+                        self.bases.want(e.base, now=old is not None and old.source_hash != e.source_hash)
         real = [c for c in changes if c.action != "unchanged"]
         for c in real:
             if c.action == "error":
@@ -223,6 +294,23 @@ class Library:
         if real:
             log.info("library: %d change(s) applied in %.0f ms", len(real), (time.perf_counter() - started) * 1e3)
         return real
+
+
+def _pull_detail(base: str, download: Download | None) -> str:
+    if download is None:
+        return f"FROM {base}: not in the store, pulled in the background"
+    if download.bytes is None:
+        return f"FROM {base}: would be pulled, but the registry cannot say how much: {download.error}"
+    return f"FROM {base}: would download {human_bytes(download.bytes)} ({download.layers} layers)"
+
+
+def human_bytes(n: int) -> str:
+    """Decimal units, as Ollama prints sizes: 1.3 GB, 815 MB, 12 KB."""
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{n} B"
 
 
 def _action(old: Entry | None, spec: RuntimeSpec) -> Action:
