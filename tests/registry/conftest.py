@@ -49,7 +49,8 @@ http:
 
 
 class DockerRegistry:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, access_log: bool = False):
+        """`access_log` keeps the registry's access log (a line per request, with the bytes sent) in `log_path`."""
         path = shutil.which(BINARY) or ("/usr/bin/docker-registry" if Path("/usr/bin/docker-registry").exists() else None)
         if path is None:
             pytest.fail("the tests need the CNCF distribution registry: apt-get install docker-registry", pytrace=False)
@@ -57,8 +58,10 @@ class DockerRegistry:
         self.host = f"127.0.0.1:{self.port}"
         (folder / "storage").mkdir(parents=True)
         config = folder / "config.yml"
-        config.write_text(CONFIG.format(root=folder / "storage", port=self.port))
-        self.log = (folder / "registry.log").open("wb")
+        text = CONFIG.format(root=folder / "storage", port=self.port)
+        config.write_text(text.replace("  accesslog:\n    disabled: true\n", "") if access_log else text)
+        self.log_path = folder / "registry.log"
+        self.log = self.log_path.open("wb")
         self.process = subprocess.Popen([path, "serve", str(config)], stdout=self.log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
