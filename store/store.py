@@ -2,6 +2,8 @@
 
     <root>/blobs/sha256-<hex>                             content-addressed files, mode 0644
     <root>/manifests/<host>/<namespace>/<model>/<tag>     Docker v2 manifest JSON, no extension
+    <root>/blobs/sha256-<hex>-partial[.json]              a pull under way (corral.registry); prune
+                                                          keeps it until it is a week without moving
 
 so a store can be pointed at an existing `~/.ollama/models` and read as it is. Every write goes to
 a temp file in the destination's own folder and is renamed into place only once it is complete and
@@ -35,6 +37,8 @@ Progress = Callable[[int, int], None]
 CHUNK = 1 << 20
 _TEMP_PREFIX = ".corral-tmp-"  # a leading '.' can start no valid name part, so listings skip temps
 _ANY_DIGEST = re.compile(rb"sha256[:-]([0-9a-fA-F]{64})")
+_PARTIAL = re.compile(r"sha256-[0-9a-f]{64}-partial(\.json)?")  # a download in progress (corral.registry)
+PARTIAL_GRACE = 7 * 24 * 3600.0  # seconds a partial download is kept without moving
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,18 +315,25 @@ class Store:
                 pass
         return removed
 
-    def prune(self, grace_seconds: float = 0.0) -> list[Path]:
+    def prune(self, grace_seconds: float = 0.0, partial_seconds: float = PARTIAL_GRACE) -> list[Path]:
         """Remove unreferenced blobs, leftover temp files and empty manifest folders; return what went.
 
         Files modified within `grace_seconds` are kept, so a blob uploaded for a manifest that is
-        about to be written survives (Ollama's startup prune uses an hour).
+        about to be written survives (Ollama's startup prune uses an hour). A paused download (a
+        registry pull's `sha256-<hex>-partial` file and its `-partial.json` sidecar) is kept until
+        it has not moved for `partial_seconds` (a week by default), so a prune at startup never
+        throws away what the next pull of that model would resume from; Ollama's prune removes
+        partial files, Corral's only abandoned ones.
         """
         removed: list[Path] = []
         now = datetime.now(timezone.utc).timestamp()
         keep = {d.file_name for d in self._referenced()}
         if self.blobs_dir.is_dir():
             for path in sorted(self.blobs_dir.iterdir()):
-                if not path.is_file() or path.name in keep or now - path.stat().st_mtime < grace_seconds:
+                if not path.is_file() or path.name in keep:
+                    continue
+                age = now - path.stat().st_mtime
+                if age < grace_seconds or (_PARTIAL.fullmatch(path.name) and age < partial_seconds):
                     continue
                 if not is_blob_file_name(path.name):
                     log.info("removing leftover file %s", path)

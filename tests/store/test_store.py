@@ -8,6 +8,7 @@ import os
 import pickle
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -339,12 +340,30 @@ def test_a_damaged_manifest_can_still_be_deleted(store: Store):
 def test_prune_removes_unreferenced_blobs_leftovers_and_empty_folders(store: Store):
     kept = make_model(store, "kept", b"weights")
     orphan = store.put_blob_bytes(b"orphan")
-    (store.blobs_dir / f"sha256-{'a' * 64}-partial").write_bytes(b"half a download")
+    abandoned = store.blobs_dir / f"sha256-{'a' * 64}-partial"
+    abandoned.write_bytes(b"half a download, untouched for eight days")
+    os.utime(abandoned, (time.time() - 8 * 24 * 3600,) * 2)
     (store.blobs_dir / ".corral-tmp-x1").write_bytes(b"an interrupted write")
     (store.manifests_dir / "h" / "n" / "empty").mkdir(parents=True)
     removed = {p.name for p in store.prune()}
     assert removed == {orphan.file_name, f"sha256-{'a' * 64}-partial", ".corral-tmp-x1", "h", "n", "empty"}
     assert files_under(store.blobs_dir) == sorted(l.digest.file_name for l in kept.all_layers())
+
+
+def test_prune_keeps_a_paused_download_until_it_is_a_week_old(store: Store):
+    make_model(store, "kept", b"weights")
+    paused = [store.blobs_dir / f"sha256-{'b' * 64}-partial", store.blobs_dir / f"sha256-{'b' * 64}-partial.json"]
+    paused[0].write_bytes(b"the first half of a pull")
+    paused[1].write_text('{"size": 48, "parts": [[0, 48, 24]]}')
+    stale = store.blobs_dir / f"sha256-{'b' * 64}-partial.json.tmp"  # a sidecar write cut short
+    stale.write_text("{")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    assert store.prune() == [stale]  # a startup prune: the download resumes next time
+    two_days = time.time() - 2 * 24 * 3600
+    for path in paused:
+        os.utime(path, (two_days, two_days))
+    assert store.prune(grace_seconds=3600) == []
+    assert {p.name for p in store.prune(partial_seconds=24 * 3600)} == {p.name for p in paused}
 
 
 def test_prune_spares_recent_files_within_the_grace_period(store: Store):
