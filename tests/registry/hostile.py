@@ -3,8 +3,10 @@
 It serves Ollama-style manifests and blobs (with Range), and on request: drops the connection
 after N bytes of a blob, stalls after N bytes, serves other bytes than the digest names, answers
 a huge or an endless manifest, redirects blob reads to another server, demands Basic or Bearer
-authentication with a token realm anywhere. It records every request (method, path, headers) and
-counts the blob bytes it sends, so tests can see what a client sent where and what it re-fetched.
+authentication with a token realm anywhere. It takes pushes too (upload sessions: POST, PATCH,
+PUT ?digest=, GET for the offset held; manifests by PUT), and can drop a PATCH part-way, keeping
+what it read. It records every request (method, path, headers) and counts the blob bytes it sends,
+so tests can see what a client sent where and what it re-fetched.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 CONFIG = "application/vnd.docker.container.image.v1+json"
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -51,12 +54,14 @@ class Behaviour:
     realm: str | None = None  # require a Bearer token, from this realm
     token: str = "a-token-for-the-registry"  # what /token hands out, and /v2/ accepts with a realm
     manifest_mode: str = ""  # "huge" (Content-Length), "huge-chunked", "endless"
+    patch_drop_at: int | None = None  # once: a PATCH reaching this upload offset keeps the bytes before it, then drops
 
 
 class HostileRegistry:
     def __init__(self) -> None:
         self.manifests: dict[str, bytes] = {}  # "namespace/model:tag" -> bytes
         self.blobs: dict[str, bytes] = {}  # digest -> the bytes served for it
+        self.uploads: dict[str, bytearray] = {}  # upload session id -> the bytes it holds
         self.behaviour = Behaviour()
         self.requests: list[Seen] = []
         self.served = 0
@@ -104,6 +109,7 @@ class HostileRegistry:
 _MANIFEST_PATH = re.compile(r"^/v2/([^/]+/[^/]+)/manifests/([^/?]+)$")
 _BLOB_PATH = re.compile(r"^/v2/[^/]+/[^/]+/blobs/([^/?]+)$")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+_UPLOADS_PATH = re.compile(r"^/v2/([^/]+/[^/]+)/blobs/uploads/([^/?]*)$")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -124,6 +130,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._handle()
+
+    def do_POST(self) -> None:
+        self._push()
+
+    def do_PATCH(self) -> None:
+        self._push()
+
+    def do_PUT(self) -> None:
+        self._push()
 
     def _handle(self) -> None:
         reg, b = self.owner, self.owner.behaviour
@@ -148,11 +163,52 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {})
         if match := _MANIFEST_PATH.match(path):
             return self._manifest(f"{match.group(1)}:{match.group(2)}")
+        if (match := _UPLOADS_PATH.match(path)) and match.group(2) in reg.uploads:
+            held = len(reg.uploads[match.group(2)])
+            return self._send(204, b"", {"Location": path, "Range": f"0-{held - 1}"})
         if match := _BLOB_PATH.match(path):
             if b.redirect_blobs is not None:
                 return self._send(307, b"", {"Location": f"{b.redirect_blobs}/storage/{match.group(1)}"})
             return self._blob(match.group(1), seen)
         return self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
+
+    def _push(self) -> None:
+        """An upload session (POST, PATCH, PUT ?digest=) or a manifest PUT, as the distribution API has them."""
+        reg, b = self.owner, self.owner.behaviour
+        with reg.lock:
+            reg.requests.append(Seen(self.command, self.path, dict(self.headers.items())))
+        path, _, query = self.path.partition("?")
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.command == "PUT" and (match := _MANIFEST_PATH.match(path)):
+            reg.manifests[f"{match.group(1)}:{match.group(2)}"] = self.rfile.read(length)
+            return self._send(201, b"", {})
+        match = _UPLOADS_PATH.match(path)
+        if match is None:
+            return self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
+        if self.command == "POST":
+            session = f"s{len(reg.uploads)}"
+            reg.uploads[session] = bytearray()
+            return self._send(202, b"", {"Location": f"/v2/{match.group(1)}/blobs/uploads/{session}"})
+        held = reg.uploads.get(match.group(2))
+        if held is None:
+            return self._json(404, {"errors": [{"code": "BLOB_UPLOAD_UNKNOWN", "message": "upload unknown"}]})
+        with reg.lock:
+            drop, b.patch_drop_at = b.patch_drop_at, None
+        if self.command == "PATCH" and drop is not None and len(held) < drop < len(held) + length:
+            held += self.rfile.read(drop - len(held))
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if drop is not None:
+            b.patch_drop_at = drop  # not this request's: keep it for a later PATCH
+        held += self.rfile.read(length)
+        if self.command == "PATCH":
+            return self._send(202, b"", {"Location": path, "Range": f"0-{len(held) - 1}"})
+        digest = parse_qs(query).get("digest", [""])[0]
+        if digest != digest_of(bytes(held)):
+            return self._json(400, {"errors": [{"code": "DIGEST_INVALID", "message": "digest did not match"}]})
+        reg.blobs[digest] = bytes(reg.uploads.pop(match.group(2)))
+        return self._send(201, b"", {"Location": f"/v2/{match.group(1)}/blobs/{digest}"})
 
     def _manifest(self, key: str) -> None:
         reg, mode = self.owner, self.owner.behaviour.manifest_mode
