@@ -3,7 +3,10 @@ docker-registry on loopback; and the official `ollama` client's pull() and push(
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +19,7 @@ from corral.server.app import create_app
 from corral.store.names import parse
 from corral.store.store import Store
 from tests.registry.conftest import make_model
+from tests.registry.hostile import MODEL, HostileRegistry, digest_of
 from tests.server.live import LiveServer
 
 Sanic.test_mode = True  # each test builds its own app under the same name
@@ -159,3 +163,40 @@ def test_create_pulls_a_from_model_the_store_lacks(source, name, tmp_path, docke
         names = sorted(m["name"] for m in httpx.get(f"{server.url}/api/tags").json()["models"])
         assert names == sorted(["mine:latest", parse(short).display_shortest()])
         assert httpx.post(f"{server.url}/api/show", json={"model": "mine"}).json()["system"] == "Be very brief."
+
+
+def test_a_client_that_goes_away_cancels_the_pull_and_the_next_one_resumes(tmp_path):
+    weights = os.urandom(600_000)
+    with HostileRegistry() as registry:
+        registry.add_model("library/m:latest", [(MODEL, weights)])
+        registry.behaviour.stall_after = 50_000  # one blob read sends this much, then holds on
+        store = Store(tmp_path / "store")
+        name = f"{registry.host}/library/m"
+        partial = store.blob_path(digest_of(weights)).with_name(f"sha256-{digest_of(weights)[7:]}-partial")
+        with served(store.root) as server:
+            with httpx.stream("POST", f"{server.url}/api/pull", json={"model": name, "insecure": True},
+                              timeout=60) as response:
+                for line in response.iter_lines():
+                    if json.loads(line).get("digest") == digest_of(weights) and registry.stalled.is_set():
+                        break  # ... and the connection closes
+            # The cancelled pull lets go of the partial file at once; one still running would hold it
+            # until the stalled read timed out (a minute).
+            deadline = time.monotonic() + 30
+            with partial.open("rb") as f:
+                while True:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        assert time.monotonic() < deadline, "the pull went on after its client left"
+                        time.sleep(0.05)
+                fcntl.flock(f, fcntl.LOCK_UN)
+            assert not store.has_model(name) and partial.exists()
+            first = registry.sent(digest_of(weights))
+            registry.behaviour.stall_after = None
+            registry.release.set()
+            r = httpx.post(f"{server.url}/api/pull", json={"model": name, "insecure": True, "stream": False},
+                           timeout=60)
+            assert r.json() == {"status": "success"}
+        assert store.blob_path(digest_of(weights)).read_bytes() == weights
+        assert registry.sent(digest_of(weights)) - first < len(weights)  # it resumed: not all again
