@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 from rich.console import Console
@@ -65,10 +64,10 @@ def push_command(args: argparse.Namespace) -> int:
                 for item in server.push(args.name, insecure=args.insecure):
                     show(item)
         else:
-            from corral.registry import push
+            from corral.registry.access import RegistryAccess
 
-            push(store(s), args.name, insecure=args.insecure, registry=s.registry, credentials=credentials(s),
-                 progress=lambda event: show(event.to_json()))
+            RegistryAccess.from_settings(s).push(store(s), args.name, insecure=args.insecure,
+                                                 progress=lambda event: show(event.to_json()))
     return ExitCode.OK
 
 
@@ -79,22 +78,10 @@ def pull_model(s: Settings, name: str, *, insecure: bool, server: Client | None)
             for item in server.pull(name, insecure=insecure):
                 show(item)
         else:
-            from corral.registry import pull
+            from corral.registry.access import RegistryAccess
 
-            pull(store(s), name, insecure=insecure, registry=s.registry, credentials=credentials(s),
-                 progress=lambda event: show(event.to_json()))
-
-
-def corral_home(s: Settings) -> Path:
-    """The folder that holds the store (`~/.corral` for the default `~/.corral/models`), as `corral
-    demo` takes it: credentials.json lives there."""
-    return store(s).root.parent
-
-
-def credentials(s: Settings):
-    from corral.registry import Credentials
-
-    return Credentials.load(corral_home(s))
+            RegistryAccess.from_settings(s).pull(store(s), name, insecure=insecure,
+                                                 progress=lambda event: show(event.to_json()))
 
 
 class Display:

@@ -75,11 +75,12 @@ def compile_options(settings: Settings) -> CompileOptions:
 
 def make_library(settings: Settings, store: Store, options: CompileOptions, root: Path) -> Library:
     """A library over `root` whose missing registry bases are pulled into `store` in the background,
-    from CORRAL_REGISTRY, with the credentials under the Corral home (the store's parent folder)."""
+    with the registry settings (CORRAL_REGISTRY, HF_ENDPOINT, HF_TOKEN, the Corral home's credentials)."""
+    from corral.registry.access import RegistryAccess
     from corral.sources.bases import Bases
     from corral.store.create import StoreResolver
 
-    bases = Bases(store, registry=settings.registry, home=Path(store.root).parent)
+    bases = Bases(store, access=RegistryAccess.from_settings(settings))
     return Library(root, options, StoreResolver(store), bases)
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json as json_response
 
-from corral import registry
+from corral.registry.access import RegistryAccess
 from corral.registry.events import SUCCESS, ProgressEvent
 from corral.store.names import parse_digest
 from corral.server.errors import BadRequestError, native_body
@@ -89,15 +89,10 @@ async def push(request: Request) -> HTTPResponse | None:
     cancel = threading.Event()
 
     def work(emit: Emit) -> None:
-        registry.push(ctx.store, body.model, insecure=body.insecure, registry=ctx.settings.registry,
-                      credentials=_credentials(ctx), progress=_events_to(emit), cancel=cancel)
+        RegistryAccess.from_settings(ctx.settings).push(ctx.store, body.model, insecure=body.insecure,
+                                                        progress=_events_to(emit), cancel=cancel)
 
     return await _statuses(request, body.stream, _threaded(work, cancel))
-
-
-def _credentials(ctx: AppContext) -> registry.Credentials:
-    # The Corral home is the store's parent folder (~/.corral for ~/.corral/models), as for `corral demo`.
-    return registry.Credentials.load(ctx.store.root.parent)
 
 
 def _events_to(emit: Emit) -> Callable[[ProgressEvent], None]:
@@ -106,8 +101,8 @@ def _events_to(emit: Emit) -> Callable[[ProgressEvent], None]:
 
 def _pull(ctx: AppContext, name: str, insecure: bool, emit: Emit, cancel: threading.Event) -> None:
     """Pull `name` into the server's store (on a worker thread), its events to `emit`."""
-    registry.pull(ctx.store, name, insecure=insecure, registry=ctx.settings.registry,
-                  credentials=_credentials(ctx), progress=_events_to(emit), cancel=cancel)
+    RegistryAccess.from_settings(ctx.settings).pull(ctx.store, name, insecure=insecure,
+                                                    progress=_events_to(emit), cancel=cancel)
 
 
 async def _statuses(request: Request, stream: bool, updates: AsyncIterator[Status]) -> HTTPResponse | None:

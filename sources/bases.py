@@ -25,11 +25,11 @@ import logging
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Callable, Literal
 
 from corral.errors import CorralError
-from corral.registry import Credentials, ProgressEvent, TransferOptions, pull
+from corral.registry import ProgressEvent, TransferOptions
+from corral.registry.access import RegistryAccess
 from corral.registry.client import RegistryClient, endpoint_for
 from corral.registry.errors import TransferCancelledError
 from corral.registry.manifests import check_manifest
@@ -111,12 +111,12 @@ class _Job:
 class Bases:
     """The background pulls of one library's missing bases; thread-safe."""
 
-    def __init__(self, store: Store, *, registry: str | None = None, home: Path | None = None,
+    def __init__(self, store: Store, *, access: RegistryAccess | None = None,
                  options: TransferOptions | None = None, first_retry: float = FIRST_RETRY_SECONDS,
                  most_retry: float = MOST_RETRY_SECONDS):
         self.store = store
-        self.registry = registry
-        self.home = home  # credentials: <home>/credentials.json over Docker's config.json
+        self.access = access or RegistryAccess()
+        self.registry = self.access.registry
         self.options = options or TransferOptions()
         self.first_retry = first_retry
         self.most_retry = most_retry
@@ -175,9 +175,6 @@ class Bases:
 
     # -- one base's thread ---------------------------------------------------------------------------
 
-    def _credentials(self) -> Credentials | None:
-        return Credentials.load(self.home) if self.home is not None else None
-
     def _set(self, job: _Job, **changes) -> None:
         with self._lock:
             job.state = replace(job.state, **changes)
@@ -200,9 +197,8 @@ class Bases:
                       retry_at=None)
             log.info("library: pulling %s (try %d)", job.name, attempt)
             try:
-                pull(self.store, job.name, insecure=plain_http(job.name, self.registry), registry=self.registry,
-                     credentials=self._credentials(), progress=self._progress(job), cancel=job.cancel,
-                     options=self.options)
+                self.access.pull(self.store, job.name, insecure=plain_http(job.name, self.registry),
+                                 progress=self._progress(job), cancel=job.cancel, options=self.options)
             except TransferCancelledError:
                 if job.cancel.is_set():
                     return
@@ -235,8 +231,7 @@ class Bases:
             model = names.parse(name)
             insecure = plain_http(name, self.registry)
             endpoint = endpoint_for(model, insecure=insecure, registry=self.registry)
-            credentials = self._credentials()
-            credential = credentials.for_host(endpoint.host) if credentials is not None else None
+            credential = self.access.credentials().for_host(endpoint.host)
             with RegistryClient(endpoint, model, credential=credential, insecure=insecure,
                                 timeout=min(self.options.timeout, 15.0)) as client:
                 manifest = check_manifest(client.get_manifest(self.options.limits), str(model), self.options.limits)
