@@ -3,6 +3,10 @@
 `compile_definition` reads files only through the GGUF reader and the resolver it is given, and
 the machine only through the readings in its `CompileOptions` (taken once, by the caller), so the
 same definition, files and readings always give the same spec (and digest).
+
+A FROM whose GGUF is the first shard of a split one brings the other shards into the spec
+(`RuntimeSpec.splits`, in order): a stored base model's further model layers, the store's (through
+the resolver's optional `split_shards`), or the files beside it named as llama.cpp names shards.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from corral.compiler.templates.chat import compile_template, known_stops, recogn
 from corral.compiler.templates.library import library_template
 from corral.compiler.errors import GGUFError, WeightsError
 from corral.compiler.gguf.check import check_gguf
-from corral.compiler.gguf.info import ModelInfo, read_model_info
+from corral.compiler.gguf.info import ModelInfo, model_info_from_header, read_split_info, split_count
 from corral.machine.gpus import GpuInventory
 from corral.compiler.plan import plan_memory
-from corral.compiler.resolve import (DIGEST, ModelResolver, ParentModel, expand, find_weights,
+from corral.compiler.resolve import (DIGEST, SHARD_NAME, ModelResolver, ParentModel, expand, find_weights,
                                      looks_like_path, resolve_model, weights_ref)
 from corral.compiler.spec import (ChatMessage, LoadOptions, ModelSummary, RuntimeSpec, TemplateSpec,
                                   WeightsRef)
@@ -53,7 +57,7 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
                        options: CompileOptions, source: str | None = None) -> RuntimeSpec:
     """Compile a definition into a runnable spec; raises CompileError subclasses with spans."""
     base, weights_path, weights = _resolve_from(d, base_dir, resolver)
-    info = _model_info(weights_path, d.from_.span)
+    info, splits = _model_info(weights_path, base, resolver, d.from_.span)
     adapters = (base.adapters if base else ()) + tuple(_adapter(a.value, a.span, base_dir) for a in d.adapters)
 
     params: dict[str, ParamValue] = dict(base.parameters) if base else {}
@@ -76,7 +80,7 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
     messages = tuple(ChatMessage(role=m.role, content=m.content) for m in d.messages) or (base.messages if base else ())
     system = d.system.value if d.system is not None else (base.system if base else None)
     return RuntimeSpec(
-        name=name, weights=weights, adapters=adapters, model=_summary(info), template=template,
+        name=name, weights=weights, splits=splits, adapters=adapters, model=_summary(info), template=template,
         system=system, messages=messages, stop=stop, parameters=params,
         options={k: v for k, v in params.items() if k not in LOAD_TIME and k != "stop"},
         load=load, plan=plan,
@@ -117,11 +121,50 @@ def _resolve_from(d: ModelDefinition, base_dir: Path, resolver: ModelResolver
     return base, Path(base.weights.path), base.weights
 
 
-def _model_info(path: Path, span: Span | None) -> ModelInfo:
+def _model_info(path: Path, base: ParentModel | None, resolver: ModelResolver, span: Span | None
+                ) -> tuple[ModelInfo, tuple[WeightsRef, ...]]:
+    """The model in the weights file, and when its header says it is the first shard of a split
+    GGUF, the further shards (found by `_find_splits`) and the model all of them make."""
     try:
-        return read_model_info(path)
+        header = check_gguf(path)
+        count = split_count(header)
+        if count == 1:
+            return model_info_from_header(header), ()
+        number = header.metadata.get("split.no")
+        if isinstance(number, int) and number != 0:
+            raise WeightsError(f"{path.name} is shard {number + 1} of {count} of a split GGUF",
+                               hint="point FROM at the first shard (NAME-00001-of-...gguf), which holds the metadata")
+        splits = _find_splits(path, count, base, resolver)
+        return read_split_info([path, *(Path(s.path) for s in splits)]), splits
     except WeightsError as e:
         raise type(e)(e.message, span, e.hint) from None
+
+
+def _find_splits(first: Path, count: int, base: ParentModel | None, resolver: ModelResolver
+                 ) -> tuple[WeightsRef, ...]:
+    """A split GGUF's shards after `first`: the base model's (its manifest's model layers), the
+    resolver's (a store blob's), else the files beside it named as llama.cpp names shards
+    (`NAME-00002-of-00003.gguf`); WeightsError when they cannot be found."""
+    if base is not None and base.splits:
+        return base.splits
+    finder = getattr(resolver, "split_shards", None)
+    found = finder(first) if finder is not None else None
+    if found:
+        return tuple(found)
+    named = SHARD_NAME.match(first.name)
+    if named is None or int(named.group(2)) != 1 or int(named.group(3)) != count:
+        raise WeightsError(f"{first.name} is the first of {count} shards of a split GGUF, and Corral finds the "
+                           f"others by their names", hint=f"keep the shards together with llama.cpp's names "
+                           f"(NAME-00001-of-{count:05d}.gguf, NAME-00002-of-{count:05d}.gguf, ...) and point FROM at "
+                           "the first")
+    shards = []
+    for k in range(2, count + 1):
+        shard = first.with_name(f"{named.group(1)}-{k:05d}-of-{count:05d}.gguf")
+        if not shard.is_file():
+            raise WeightsError(f"{first.name} is the first of {count} shards of a split GGUF, but shard {k} "
+                               f"({shard.name}) is not beside it", hint="keep all the shards in one folder")
+        shards.append(weights_ref(shard.resolve()))
+    return tuple(shards)
 
 
 def _adapter(value: str, span: Span | None, base_dir: Path) -> WeightsRef:

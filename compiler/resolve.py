@@ -18,6 +18,7 @@ from corral.dsl.parameters import ParamValue
 from corral.dsl.span import Span
 
 DIGEST = re.compile(r"^@?sha256[:-]([0-9a-fA-F]{64})$")
+SHARD_NAME = re.compile(r"^(.+)-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)  # llama.cpp's split file names
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class ParentModel:
     name: str
     weights: WeightsRef
     adapters: tuple[WeightsRef, ...] = ()
+    splits: tuple[WeightsRef, ...] = ()  # a split GGUF's further shards, in order
     template: str | None = None
     system: str | None = None
     parameters: dict[str, ParamValue] = field(default_factory=dict)
@@ -40,6 +42,10 @@ class ModelResolver(Protocol):
 
     def blob(self, digest: str) -> Path | None:
         """The path of blob `sha256:<hex>`, or None when the store lacks it."""
+
+    # Optional: `split_shards(first: Path) -> tuple[WeightsRef, ...] | None`, the further shards
+    # of a split GGUF whose first shard is the stored file `first` (the compiler asks for it with
+    # getattr, so a resolver without it finds shards by their file names only).
 
 
 class NoModels:

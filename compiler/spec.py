@@ -77,7 +77,8 @@ class LoadOptions(_Frozen):
 
 class RuntimeSpec(_Frozen):
     name: str
-    weights: WeightsRef
+    weights: WeightsRef  # the GGUF, or the first shard of a split one (it holds the metadata)
+    splits: tuple[WeightsRef, ...] = ()  # a split GGUF's further shards, in order (split.no 1, 2, ...)
     adapters: tuple[WeightsRef, ...]
     model: ModelSummary
     template: TemplateSpec
@@ -93,16 +94,28 @@ class RuntimeSpec(_Frozen):
     source: str | None  # the definition file it was compiled from, if any
 
     @property
+    def weight_files(self) -> tuple[WeightsRef, ...]:
+        """Every weights file, in the order llama.cpp loads them."""
+        return (self.weights, *self.splits)
+
+    @property
     def digest(self) -> str:
-        """sha256 of the canonical JSON of the whole spec."""
-        return _digest(self.model_dump(mode="json"))
+        """sha256 of the canonical JSON of the whole spec (a one-file model's has no `splits`,
+        so its digest is what it was before split GGUFs were known)."""
+        data = self.model_dump(mode="json")
+        if not self.splits:
+            del data["splits"]
+        return _digest(data)
 
     @property
     def load_digest(self) -> str:
         """sha256 of what a running model cannot change without reloading its weights."""
-        return _digest({"weights": self.weights.model_dump(mode="json"),
-                        "adapters": [a.model_dump(mode="json") for a in self.adapters],
-                        "load": self.load.model_dump(mode="json")})
+        data = {"weights": self.weights.model_dump(mode="json"),
+                "adapters": [a.model_dump(mode="json") for a in self.adapters],
+                "load": self.load.model_dump(mode="json")}
+        if self.splits:
+            data["splits"] = [s.model_dump(mode="json") for s in self.splits]
+        return _digest(data)
 
 
 def _digest(data: object) -> str:

@@ -107,15 +107,18 @@ def _llama_reason(default: str) -> str:
 class Model:
     """Loaded weights and their vocabulary."""
 
-    def __init__(self, path: str, options: LoadOptions, *, extra_buffers: bool = True) -> None:
-        """Load `path` with the GPU split of `options`.
+    def __init__(self, path: str | Sequence[str], options: LoadOptions, *, extra_buffers: bool = True) -> None:
+        """Load `path` with the GPU split of `options`; a list of paths is a split GGUF's shards, in order.
 
         `extra_buffers=False` turns off llama.cpp's repacked CPU weight layouts (AMX and friends),
         which crash inside some virtual machines that advertise AMX (see engine.py).
         """
         init_backend()
-        if not Path(path).is_file():
-            raise ModelLoadError(f"model file {path} does not exist")
+        paths = [path] if isinstance(path, str) else list(path)
+        for each in paths:
+            if not Path(each).is_file():
+                raise ModelLoadError(f"model file {each} does not exist")
+        path = paths[0]
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = options.n_gpu_layers
         if options.main_gpu is not None:
@@ -129,9 +132,16 @@ class Model:
         params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if options.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
         params.use_extra_bufts = extra_buffers
         _recent_errors.clear()
-        handle = llama_cpp.llama_model_load_from_file(path.encode(), params)
+        if len(paths) == 1:
+            handle = llama_cpp.llama_model_load_from_file(path.encode(), params)
+        else:
+            # Explicit paths: llama_model_load_from_file would look for the other shards by
+            # llama.cpp's file names, which the store's blobs (sha256-<hex>) do not have.
+            shards = (ctypes.c_char_p * len(paths))(*(p.encode() for p in paths))
+            handle = llama_cpp.llama_model_load_from_splits(shards, len(paths), params)
         if not handle:
-            raise ModelLoadError(f"llama.cpp could not load {path}: {_llama_reason('no reason given')}")
+            what = path if len(paths) == 1 else f"the {len(paths)} shards of {path}"
+            raise ModelLoadError(f"llama.cpp could not load {what}: {_llama_reason('no reason given')}")
         self.handle = handle
         self.path = path
         self.vocab = llama_cpp.llama_model_get_vocab(handle)

@@ -119,7 +119,7 @@ class _Worker:
 
         self.conn = conn
         spec, load = config.spec, config.spec.load
-        self.model = Model(spec.weights.path, load, extra_buffers=config.extra_buffers)
+        self.model = Model([w.path for w in spec.weight_files], load, extra_buffers=config.extra_buffers)
         self.model.load_adapters([a.path for a in spec.adapters])
         threads = load.num_thread or default_threads()
         n_slots = config.n_slots

@@ -30,8 +30,15 @@ header is then checked (corral.compiler.gguf) before a manifest makes it a model
 and a config made from the header. Which file: the tag `latest` takes the Q4_K_M file, else the
 first GGUF by path; a quant tag takes the file whose name ends in `-QUANT` or `.QUANT` (any case);
 a `.gguf` tag the file of that name (anywhere in the repository). Projector (`mmproj`) files are
-never chosen for a quant. A quant split into `-0000k-of-0000N.gguf` shards is refused with a
-clear error, before any download: the engine loads one weights file.
+never chosen for a quant.
+
+A split GGUF (`NAME-00001-of-0000N.gguf`, ... as llama.cpp's gguf-split writes it: the registry
+route refuses those) is pulled whole, whichever of its shards the tag matched: every shard is
+fetched and verified against its own sha256, each is header-checked and the set is checked as
+llama.cpp will load it (split.no in order, split.count, split.tensors.count), and the manifest has
+one model layer per shard, in shard order, as Ollama stores the shards of an imported model. A
+set that lacks a shard is refused before any download; a bad shard (wrong bytes, not a GGUF)
+fails the pull and takes the shards this pull added out of blobs/ again.
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ import httpx
 
 from corral.compiler.errors import GGUFError
 from corral.compiler.gguf.check import check_gguf
+from corral.compiler.gguf.info import read_split_info
 from corral.store.manifest import Layer, Manifest, MediaType
+from corral.store.errors import DigestMismatchError
 from corral.store.names import Digest, ModelName
 from corral.store.store import Store
 from corral.registry.client import Endpoint, RegistryClient, endpoint_for
@@ -67,7 +76,7 @@ from corral.registry.pull import PullResult, fetch_blobs, unique_blobs, write_pu
 API_HOST = "huggingface.co"  # the file API's home when HF_ENDPOINT is unset (huggingface_hub's default)
 DEFAULT_QUANT = "Q4_K_M"  # what `latest` means, on Hugging Face's registry route and here
 TOKEN_HINT = "a private or gated repository needs HF_TOKEN (and its terms accepted on Hugging Face)"
-_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)  # llama.cpp's names of a split GGUF's files
 
 
 def is_hugging_face(name: ModelName) -> bool:
@@ -122,27 +131,34 @@ def pull_hugging_face(store: Store, model: ModelName, *, insecure: bool, credent
 
 def pull_file(store: Store, model: ModelName, api: Endpoint, credential: Credential | None, *, insecure: bool,
               emit: Progress, cancel: threading.Event, options: TransferOptions) -> PullResult:
-    """Pull the file the name's tag chooses through Hugging Face's file API, checked as a GGUF."""
+    """Pull the file the name's tag chooses (or every shard of a split GGUF) through Hugging Face's
+    file API, each sha256-verified and checked as a GGUF; the model is one model layer per file."""
     repo = f"{model.namespace}/{model.model}"
     files, commit = list_files(api, repo, str(model), credential.token if credential else None, options.timeout)
     chosen = choose(files, model.tag, str(model))
-    if chosen.sha256 is None:
-        raise ManifestRejectedError(str(model), f"{chosen.path} is not an LFS file, so Hugging Face publishes no "
-                                    "sha256 to check it against", hint="only GGUF files stored with LFS can be pulled")
-    layer = Layer(media_type=MediaType.MODEL, digest=Digest.parse(f"sha256:{chosen.sha256}"), size=chosen.size)
-    # The same bounds a registry's manifest gets (the size, the digest), before anything is fetched.
-    check_manifest(Manifest(config=layer.model_copy(update={"media_type": MediaType.CONFIG}),
-                            layers=(layer,)).to_bytes(), str(model), options.limits)
-    had = store.has_blob(layer.digest)
-    with FileClient(api, model, {str(layer.digest): chosen.path}, commit, credential=credential,
-                    insecure=insecure, timeout=options.timeout) as client:
-        downloaded = fetch_blobs(store, client, [layer], options, emit, cancel)
-    blob = store.blob_path(layer.digest)
+    for file in chosen:
+        if file.sha256 is None:
+            raise ManifestRejectedError(str(model), f"{file.path} is not an LFS file, so Hugging Face publishes no "
+                                        "sha256 to check it against", hint="only GGUF files stored with LFS can be pulled")
+    layers = tuple(Layer(media_type=MediaType.MODEL, digest=Digest.parse(f"sha256:{f.sha256}"), size=f.size)
+                   for f in chosen)
+    # The same bounds a registry's manifest gets (sizes, digests, count), before anything is fetched.
+    check_manifest(Manifest(config=layers[0].model_copy(update={"media_type": MediaType.CONFIG}),
+                            layers=layers).to_bytes(), str(model), options.limits)
+    fetch = list({str(layer.digest): layer for layer in layers}.values())
+    had = {str(layer.digest) for layer in fetch if store.has_blob(layer.digest)}
     try:
-        header = check_gguf(blob)
-    except GGUFError:
-        if not had:
-            blob.unlink(missing_ok=True)  # verified bytes, but not a model: they do not stay
+        with FileClient(api, model, {str(layer.digest): f.path for layer, f in zip(layers, chosen)}, commit,
+                        credential=credential, insecure=insecure, timeout=options.timeout) as client:
+            downloaded = fetch_blobs(store, client, fetch, options, emit, cancel)
+        blobs = [store.blob_path(layer.digest) for layer in layers]
+        header = check_gguf(blobs[0])
+        if len(blobs) > 1:  # every shard checked, and the set as llama.cpp will load it
+            read_split_info(blobs)
+    except (GGUFError, DigestMismatchError):
+        for layer in fetch:  # verified bytes that are not a model, or a set with a bad shard: none stay
+            if str(layer.digest) not in had:
+                store.blob_path(layer.digest).unlink(missing_ok=True)
         raise
     arch = header.metadata.get("general.architecture")
     config = {"model_format": "gguf", "architecture": "amd64", "os": "linux",
@@ -152,7 +168,7 @@ def pull_file(store: Store, model: ModelName, api: Endpoint, credential: Credent
     data = json.dumps(config, separators=(",", ":")).encode()
     config_digest = store.put_blob_bytes(data)
     manifest = Manifest(config=Layer(media_type=MediaType.CONFIG, digest=config_digest, size=len(data)),
-                        layers=(layer,))
+                        layers=layers)
     return write_pulled(store, model, manifest, downloaded, emit)
 
 
@@ -183,8 +199,9 @@ def list_files(api: Endpoint, repo: str, name: str, token: str | None, timeout: 
     return files, info.sha
 
 
-def choose(files: list[RemoteFile], tag: str, name: str) -> RemoteFile:
-    """The file a tag names (see the module's docstring); ManifestNotFoundError or a refusal of a split."""
+def choose(files: list[RemoteFile], tag: str, name: str) -> list[RemoteFile]:
+    """The file a tag names, or a split GGUF's shards in order (see the module's docstring);
+    ManifestNotFoundError when there is none, ManifestRejectedError for an incomplete split."""
     ggufs = sorted((f for f in files if f.path.lower().endswith(".gguf")), key=lambda f: (f.path.count("/"), f.path))
     models = [f for f in ggufs if "mmproj" not in f.name.lower()]
     wanted = tag.lower()
@@ -200,11 +217,19 @@ def choose(files: list[RemoteFile], tag: str, name: str) -> RemoteFile:
         raise ManifestNotFoundError(name, hint=f"{where} has no GGUF file for '{tag}'"
                                     + (f"; its files are for: {', '.join(quants)}" if quants else "; it has no GGUF files"))
     chosen = hits[0]
-    if (shard := _SHARD.search(chosen.name)) is not None and int(shard.group(2)) > 1:
-        raise ManifestRejectedError(name, f"{chosen.path} is one of {int(shard.group(2))} shards of a split GGUF, "
-                                    "which Corral cannot load yet", hint="merge the shards into one file "
-                                    "(llama-gguf-split --merge) and use it with FROM")
-    return chosen
+    shard = _SHARD.search(chosen.name)
+    if shard is None or int(shard.group(2)) == 1:
+        return [chosen]
+    # One shard of a split GGUF: the model is the whole set, beside it, in shard order.
+    count, stem = int(shard.group(2)), chosen.path[:-len(shard.group(0))]
+    by_path = {f.path.lower(): f for f in ggufs}
+    shards = [by_path.get(f"{stem}-{k:05d}-of-{shard.group(2)}.gguf".lower()) for k in range(1, count + 1)]
+    if None in shards:
+        missing = f"{PurePosixPath(stem).name}-{shards.index(None) + 1:05d}-of-{shard.group(2)}.gguf"
+        raise ManifestRejectedError(name, f"{chosen.path} is one of {count} shards of a split GGUF, but the "
+                                    f"repository lacks {missing}", hint="a split GGUF is pulled whole; "
+                                    "the repository's set is incomplete")
+    return shards  # type: ignore[return-value]
 
 
 def quant_of(file_name: str) -> str:

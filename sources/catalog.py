@@ -39,7 +39,7 @@ class Catalog:
                 if entry.spec is None:
                     continue
                 seen.add(entry.name.lower())
-                size = entry.spec.weights.size + sum(a.size for a in entry.spec.adapters)
+                size = sum(w.size for w in entry.spec.weight_files) + sum(a.size for a in entry.spec.adapters)
                 out.append(ModelListing(entry.name, entry.name, entry.spec.digest.removeprefix("sha256:"), size,
                                         _mtime(entry.path), details_of(entry.spec), "library"))
         out += [m for m in self.models.list() if m.name.lower() not in seen]

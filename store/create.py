@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from corral.compiler.compile import CompileOptions, compile_definition
-from corral.compiler.resolve import ParentModel
-from corral.compiler.spec import RuntimeSpec
+from corral.compiler.resolve import ParentModel, weights_ref
+from corral.compiler.spec import RuntimeSpec, WeightsRef
 from corral.dsl.ir import ModelDefinition
 from corral.store import names
 from corral.store.errors import ModelNotFoundError, StoreError
@@ -54,6 +54,17 @@ class StoreResolver:
     def blob(self, digest: str) -> Path | None:
         return self.store.blob_path(digest) if self.store.has_blob(digest) else None
 
+    def split_shards(self, first: Path) -> tuple[WeightsRef, ...] | None:
+        """The further shards of the split model whose first shard is the blob `first`: the model
+        layers after it in a manifest that has it first (None when `first` is no such blob)."""
+        if first.parent.resolve() != self.store.blobs_dir.resolve() or not names.is_blob_file_name(first.name):
+            return None
+        for entry in self.store.list_models():
+            models = entry.manifest.layers_of(MediaType.MODEL)
+            if len(models) > 1 and self.store.blob_path(models[0].digest).name == first.name:
+                return tuple(weights_ref(self.store.blob_path(m.digest), str(m.digest)) for m in models[1:])
+        return None
+
 
 @dataclass(frozen=True)
 class Created:
@@ -90,7 +101,8 @@ def create_model(store: Store, name: str, definition: ModelDefinition, *, base_d
         layers.append(Layer(media_type=media, digest=digest, size=len(data)))
 
     say("parsing GGUF")
-    blob_file(spec.weights.path, spec.weights.digest, MediaType.MODEL)
+    for weights in spec.weight_files:  # a split GGUF: one model layer per shard, in order
+        blob_file(weights.path, weights.digest, MediaType.MODEL)
     for adapter in spec.adapters:
         blob_file(adapter.path, adapter.digest, MediaType.ADAPTER)
     if spec.template.origin in ("definition", "base"):

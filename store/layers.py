@@ -3,6 +3,10 @@
 A manifest is read back as a ModelDefinition whose FROM and ADAPTER name the blob files, so
 `show --modelfile` prints a Modelfile that re-creates the same model (same layers, same digest),
 and so stored models compile through the same compiler as definition files.
+
+A split GGUF is stored as one model layer per shard, in shard order (as Ollama imports shards);
+FROM names the first shard's blob, and the compiler asks the store (`StoreResolver.split_shards`)
+for the others.
 """
 
 from __future__ import annotations
@@ -24,13 +28,18 @@ from corral.store.store import Store
 class StoredParts:
     """The texts and files a manifest's layers hold."""
 
-    model: Layer
+    models: tuple[Layer, ...]  # one GGUF, or the shards of a split one in order
     adapters: tuple[Layer, ...]
     template: str | None
     system: str | None
     parameters: dict[str, Any]
     messages: list[dict[str, str]]
     licenses: tuple[str, ...]
+
+    @property
+    def model(self) -> Layer:
+        """The weights file FROM names: the GGUF, or a split GGUF's first shard."""
+        return self.models[0]
 
 
 def read_parts(store: Store, manifest: Manifest, name: str) -> StoredParts:
@@ -54,7 +63,7 @@ def read_parts(store: Store, manifest: Manifest, name: str) -> StoredParts:
     except json.JSONDecodeError as e:
         raise InvalidManifestError(name, f"a params or messages layer is not JSON ({e})") from None
     return StoredParts(
-        model=models[-1], adapters=tuple(manifest.layers_of(MediaType.ADAPTER)),
+        models=models, adapters=tuple(manifest.layers_of(MediaType.ADAPTER)),
         template=last(MediaType.TEMPLATE, MediaType.PROMPT), system=last(MediaType.SYSTEM),
         parameters=params if isinstance(params, dict) else {},
         messages=[m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else [],
@@ -91,6 +100,7 @@ def base_model(store: Store, parts: StoredParts, name: str) -> ParentModel:
     return ParentModel(
         name=name,
         weights=weights_ref(store.blob_path(parts.model.digest), str(parts.model.digest)),
+        splits=tuple(weights_ref(store.blob_path(m.digest), str(m.digest)) for m in parts.models[1:]),
         adapters=tuple(weights_ref(store.blob_path(a.digest), str(a.digest)) for a in parts.adapters),
         template=parts.template, system=parts.system, parameters=d.parameter_dict(),
         messages=tuple(ChatMessage(role=m.role, content=m.content) for m in d.messages),

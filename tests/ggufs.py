@@ -74,8 +74,28 @@ class TinyLlama:
 
 def write_tiny_llama(path: Path, spec: TinyLlama = TinyLlama(), seed: int = 0) -> Path:
     """Write `spec` as a GGUF at `path` with small random weights; returns `path`."""
+    _write(gguf.GGUFWriter(str(path), "llama"), spec, seed)
+    return path
+
+
+def write_tiny_llama_split(path: Path, spec: TinyLlama = TinyLlama(), shards: int = 3, seed: int = 0) -> list[Path]:
+    """Write `spec` as a split GGUF, as llama.cpp's gguf-split and convert scripts write one.
+
+    gguf.GGUFWriter with `split_max_tensors` writes `STEM-0000k-of-0000N.gguf` beside `path`
+    (`path` itself is not written): each shard a valid GGUF with its own tensors and the keys
+    `split.no` (u16, from 0), `split.count` (u16) and `split.tensors.count` (i32); the first
+    holds all the model's metadata. Returns the shards in order.
+    """
+    tensors = len(spec.matrices()) + len(spec.norms())
+    per = -(-tensors // shards)
+    assert -(-tensors // per) == shards, "that many shards would leave one empty"
+    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=per)
+    _write(w, spec, seed)
+    return [path.with_name(f"{path.stem}-{i:05d}-of-{shards:05d}.gguf") for i in range(1, shards + 1)]
+
+
+def _write(w: gguf.GGUFWriter, spec: TinyLlama, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(spec.name)
     w.add_context_length(spec.context)
     w.add_embedding_length(spec.embd)
@@ -106,7 +126,6 @@ def write_tiny_llama(path: Path, spec: TinyLlama = TinyLlama(), seed: int = 0) -
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return path
 
 
 # --- Broken variants of a valid file ------------------------------------------------------------

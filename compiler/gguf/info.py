@@ -9,13 +9,19 @@ readers on the real models so the two cannot drift apart.
 The per-layer byte sums feed the memory planner (`plan`): llama.cpp places weights a layer at a
 time, so the planner needs `blk.N.*` per layer, the input embedding (always kept on the CPU) and
 the output head (placed like one more layer).
+
+A split GGUF (llama.cpp's gguf-split: `split.no`, `split.count`, `split.tensors.count` in every
+shard, the model's metadata in the first) is one model: `read_split_info` checks every shard and
+describes the model from the first shard's metadata and the tensors of all of them.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 from gguf import LlamaFileType
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +31,7 @@ from corral.compiler.gguf.check import ArrayValue, GGUFHeader, Scalar, TensorEnt
 
 _LAYER = re.compile(r"blk\.(\d+)\.")
 INPUT_TENSORS = frozenset({"token_embd.weight", "token_embd_norm.weight", "token_embd_norm.bias"})
+MAX_SPLITS = 1024  # llama.cpp's gguf-split numbers shards with five digits; real sets have a few dozen
 MAX_BLOCKS = 4096  # the deepest real models have ~200 layers; a crafted count must not size our lists
 
 
@@ -90,6 +97,47 @@ def read_model_info(path: str | Path) -> ModelInfo:
     """
     header = check_gguf(path)
     return model_info_from_header(header)
+
+
+def split_count(header: GGUFHeader) -> int:
+    """How many files the model is split into (`split.count`; 1 for an ordinary GGUF)."""
+    count = header.metadata.get("split.count")
+    if count is None:
+        return 1
+    if not _is_int(count) or not 1 <= count <= MAX_SPLITS:
+        raise GGUFError(f"invalid GGUF: split.count is {count!r}", hint="the file is corrupt")
+    return int(count)
+
+
+def read_split_info(paths: Sequence[str | Path]) -> ModelInfo:
+    """Check every shard of a split GGUF (in order) and describe the model they make together.
+
+    As llama.cpp's loader wants them: shard k says `split.no = k` and the same `split.count`
+    (the number of files given), the first holds the model's metadata, tensor names are unique
+    across the shards and add up to `split.tensors.count`. The ModelInfo is the first shard's
+    metadata with the tensors and sizes of all the shards.
+    """
+    headers = [check_gguf(p) for p in paths]
+    for k, h in enumerate(headers):
+        where = f"shard {k + 1} of {len(headers)} ({Path(h.path).name})"
+        no, count = h.metadata.get("split.no"), h.metadata.get("split.count")
+        if not _is_int(no) or not _is_int(count):
+            raise GGUFError(f"invalid split GGUF: {where} lacks split.no or split.count",
+                            hint="the shards must be written by llama.cpp's gguf-split or convert script")
+        if count != len(headers) or no != k:
+            raise GGUFError(f"invalid split GGUF: {where} says it is shard {no + 1} of {count}",
+                            hint="the shards are in the wrong order, or from different models")
+    tensors = tuple(t for h in headers for t in h.tensors)
+    names = Counter(t.name for t in tensors)
+    if dupes := sorted(n for n, c in names.items() if c > 1):
+        raise GGUFError(f"invalid split GGUF: tensor '{dupes[0]}' is in more than one shard", hint="the file is corrupt")
+    declared = headers[0].metadata.get("split.tensors.count")
+    if _is_int(declared) and declared != len(tensors):
+        raise GGUFError(f"invalid split GGUF: split.tensors.count is {declared} but the shards hold {len(tensors)} "
+                        "tensors", hint="a shard is missing or from another model")
+    first = headers[0]
+    whole = replace(first, file_size=sum(h.file_size for h in headers), tensors=tensors)
+    return model_info_from_header(whole)
 
 
 def model_info_from_header(header: GGUFHeader) -> ModelInfo:
