@@ -26,11 +26,10 @@ from tests.sealed import free_port
 CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
 BINARY = "docker-registry"
 
-# Small parts and chunks, so a blob of a few hundred KB exercises parallel ranges and PATCH chunks,
-# and is read directly (http.client after a one-byte probe) while the small layers go through httpx;
+# Small parts and chunks, so a blob of a few hundred KB exercises parallel ranges and PATCH chunks;
 # quick retries and short timeouts, so the hostile cases finish fast.
 SMALL = TransferOptions(min_part_size=64 << 10, max_parts=8, parallel=4, retries=3, retry_delay=0.01,
-                        timeout=10.0, interval=0.02, upload_chunk=128 << 10, direct_min=100_000)
+                        timeout=10.0, interval=0.02, upload_chunk=128 << 10)
 
 CONFIG = """\
 version: 0.1

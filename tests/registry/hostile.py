@@ -250,11 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        budget = stall = None
         with reg.lock:
-            if len(body) > 1:  # a one-byte read (the downloader's probe of a blob's URL) takes neither
-                budget = b.drops.pop(0) if b.drops else None
-                stall, b.stall_after = b.stall_after, None
+            budget = b.drops.pop(0) if b.drops else None
+            stall, b.stall_after = b.stall_after, None
         limit = min(x for x in (budget, stall, len(body)) if x is not None)
         self.wfile.write(body[:limit])
         self.wfile.flush()
