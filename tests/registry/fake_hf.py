@@ -20,9 +20,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote
 
+from tests.loopback import LoopbackService
 from tests.registry.hostile import MANIFEST, HostileRegistry, Seen, digest_of
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -45,31 +46,14 @@ def quant(path: str) -> str:
     return stem[max(stem.rfind("-"), stem.rfind(".")) + 1:].lower()
 
 
-class FakeHuggingFace:
+class FakeHuggingFace(LoopbackService):
     def __init__(self, cdn: HostileRegistry, token: str | None = None) -> None:
         self.cdn = cdn
         self.token = token  # what a private repository accepts
         self.repos: dict[str, Repo] = {}
         self.requests: list[Seen] = []
         self.lock = threading.Lock()
-        hub = self
-
-        class Handler(_Handler):
-            owner = hub
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self.url = f"http://{self.host}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-
-    def __enter__(self) -> FakeHuggingFace:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_Handler)
 
     def add_repo(self, repo: str, files: dict[str, bytes], **kwargs) -> Repo:
         self.repos[repo] = Repo(files, **kwargs)

@@ -17,8 +17,10 @@ import re
 import socket
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
+
+from tests.loopback import LoopbackService
 
 CONFIG = "application/vnd.docker.container.image.v1+json"
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -57,7 +59,7 @@ class Behaviour:
     patch_drop_at: int | None = None  # once: a PATCH reaching this upload offset keeps the bytes before it, then drops
 
 
-class HostileRegistry:
+class HostileRegistry(LoopbackService):
     def __init__(self) -> None:
         self.manifests: dict[str, bytes] = {}  # "namespace/model:tag" -> bytes
         self.blobs: dict[str, bytes] = {}  # digest -> the bytes served for it
@@ -68,26 +70,11 @@ class HostileRegistry:
         self.lock = threading.Lock()
         self.release = threading.Event()  # lets a stalled blob read end
         self.stalled = threading.Event()  # set once a blob read has stalled
-        registry = self
-
-        class Handler(_Handler):
-            owner = registry
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-
-    def __enter__(self) -> HostileRegistry:
-        self.thread.start()
-        return self
+        super().__init__(_Handler)
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
 
     def add_model(self, repo_tag: str, layers: list[tuple[str, bytes]], config: bytes = b"{}") -> bytes:
         data = manifest_bytes(layers, config)

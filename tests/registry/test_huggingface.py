@@ -9,7 +9,7 @@ from corral.compiler.errors import GGUFError
 from corral.config.settings import Settings
 from corral.dsl import parse_modelfile
 from corral.registry import Credential, Credentials, pull
-from corral.registry.errors import InsecureRegistryError, ManifestNotFoundError, ManifestRejectedError
+from corral.registry.errors import InsecureRegistryError, ManifestNotFoundError
 from corral.registry.huggingface import choose, is_hugging_face, quant_of, RemoteFile
 from corral.store.create import create_model
 from corral.store.errors import DigestMismatchError

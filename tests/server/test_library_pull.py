@@ -7,7 +7,6 @@ hostile one.
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import pytest
@@ -21,15 +20,7 @@ from tests.ggufs import write_tiny_llama
 from tests.registry.conftest import SMALL, docker_registry, make_model  # noqa: F401 (a fixture)
 from tests.registry.hostile import MODEL, HostileRegistry
 from tests.server.live import LiveServer
-
-
-def until(check, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
+from tests.waiting import until
 
 
 def library_entry(client: httpx.Client, name: str = "m:latest") -> dict:

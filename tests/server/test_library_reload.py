@@ -12,6 +12,7 @@ import pytest
 from corral.server.app import create_app
 from corral.config.settings import Settings
 from tests.server.live import LiveServer
+from tests.waiting import until
 
 SMOL = "FROM ./smol.gguf\nPARAMETER temperature 0\nPARAMETER num_predict {n}\nPARAMETER num_ctx {ctx}\n"
 
@@ -31,16 +32,6 @@ def served(tmp_path, smollm2_gguf):
 
 def generate(client: httpx.Client, model: str = "smol") -> httpx.Response:
     return client.post("/api/generate", json={"model": model, "prompt": "Count: 1, 2, 3,", "stream": False})
-
-
-def until(check, timeout: float = 20.0):
-    """Poll until `check()` is truthy (file events arrive asynchronously); returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def shown(client: httpx.Client, name: str = "smol") -> str:

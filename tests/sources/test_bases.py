@@ -7,7 +7,6 @@ of tests/registry where a test must hold a download halfway (to see its progress
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,11 @@ from tests.ggufs import write_tiny_llama
 from tests.registry.conftest import CPU, SMALL, docker_registry, make_model  # noqa: F401 (a fixture)
 from tests.registry.hostile import MODEL, HostileRegistry
 from tests.sealed import free_port
+from tests.waiting import until
 
 # One part per blob, so a stalled read holds the whole layer where the test can see it.
 ONE_PART = TransferOptions(min_part_size=1 << 30, parallel=1, retries=3, retry_delay=0.01, timeout=10.0,
                            interval=0.02)
-
-
-def until(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
 
 
 def entry(library: Library, name: str = "m:latest"):
