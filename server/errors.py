@@ -5,7 +5,6 @@ Exception tree of the server's own errors (the rest come from the layers below):
     CorralError                        (corral.errors)
      +-- ApiError                      a request the server refuses before reaching the runtime
           +-- BadRequestError          malformed body or a field with a bad value
-          +-- NotImplementedByCorral   an Ollama endpoint Corral does not offer (pull, push)
 
 What each error answers is chosen here and nowhere else (`status_of`):
 
@@ -63,17 +62,12 @@ class BadRequestError(ApiError):
     """The body is missing, is not JSON, or a field has a value the API does not accept."""
 
 
-class NotImplementedByCorral(ApiError):
-    """An Ollama endpoint Corral answers only to say why it does not offer it."""
-
-
 _SANIC_MESSAGES = {404: "404 page not found", 405: "405 method not allowed"}
 
 
 STATUS: dict[type[CorralError], int] = {
     # the server's own refusals
     ApiError: 400,
-    NotImplementedByCorral: 501,
     # a definition (stored, or in the library) that does not compile is the client's to fix
     DefinitionError: 400,
     CompileError: 400,

@@ -158,7 +158,7 @@ def test_every_error_class_maps_to_a_client_or_server_status(cls):
     (store_errors.ModelNotFoundError("llama3"), 404), (store_errors.DigestMismatchError("sha256:a", "sha256:b"), 400),
     (store_errors.BlobNotFoundError("sha256:a"), 404), (store_errors.InvalidManifestError("m", "not JSON"), 500),
     (ServerBusyError("busy"), 503), (ContextOverflowError("long"), 400), (WorkerCrashedError("died"), 500),
-    (server_errors.NotImplementedByCorral("no pull"), 501), (server_errors.BadRequestError("bad"), 400),
+    (server_errors.BadRequestError("bad"), 400),
 ], ids=lambda e: type(e).__name__ if isinstance(e, Exception) else str(e))
 def test_ollamas_statuses(error, status):
     """The most specific class wins: a ModelNotFoundError is a StoreError (500) that answers 404."""
