@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,3 +33,22 @@ class LoopbackService:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ServiceHandler(BaseHTTPRequestHandler):
+    """A handler that answers whole bodies (`_send`) and JSON documents (`_json`) with their length."""
+
+    def log_message(self, *args: object) -> None:
+        pass  # the tests read what a fake saw from its own records, not from stderr
+
+    def _json(self, status: int, doc: object, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)

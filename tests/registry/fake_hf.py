@@ -20,10 +20,9 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote
 
-from tests.loopback import LoopbackService
+from tests.loopback import LoopbackService, ServiceHandler
 from tests.registry.hostile import MANIFEST, HostileRegistry, Seen, digest_of
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -77,12 +76,9 @@ class FakeHuggingFace(LoopbackService):
         return hits[0] if hits else None
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ServiceHandler):
     owner: FakeHuggingFace
     protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def do_HEAD(self) -> None:
         self._handle()
@@ -147,15 +143,3 @@ class _Handler(BaseHTTPRequestHandler):
                              "lfs": {"size": len(data), "sha256": sha, "pointerSize": 134}})
         self._json(200, {"_id": "x", "id": repo_name, "modelId": repo_name, "sha": COMMIT, "private": repo.private,
                          "siblings": siblings})
-
-    def _json(self, status: int, doc: object, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)

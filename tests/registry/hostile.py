@@ -17,10 +17,9 @@ import re
 import socket
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
-from tests.loopback import LoopbackService
+from tests.loopback import LoopbackService, ServiceHandler
 
 CONFIG = "application/vnd.docker.container.image.v1+json"
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -99,12 +98,9 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
 _UPLOADS_PATH = re.compile(r"^/v2/([^/]+/[^/]+)/blobs/uploads/([^/?]*)$")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ServiceHandler):
     owner: HostileRegistry
     protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def handle(self) -> None:
         try:
@@ -256,15 +252,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-
-    def _json(self, status: int, doc: object, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
