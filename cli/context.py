@@ -6,7 +6,6 @@ A command reads `settings()` once, at its start, and passes what it needs down: 
 
 from __future__ import annotations
 
-import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from corral.cli.exit import UsageError
 from corral.compiler.compile import CompileOptions
 from corral.compiler.errors import CompileError
 from corral.config.settings import Settings, problems
-from corral.machine.gpus import NvmlProbe
-from corral.machine.memory import available_memory
 from corral.errors import CorralError
 from corral.dsl.errors import DefinitionError, Diagnostic
 from corral.store.store import Store
@@ -42,14 +39,17 @@ def store(s: Settings | None = None) -> Store:
 
 @lru_cache(maxsize=1)
 def _machine() -> CompileOptions:
-    """This machine's readings, taken once per process (GPUs from NVML, empty with the reason when
-    there are none; available memory)."""
-    return CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory())
+    """This machine's readings, taken once per process."""
+    from corral.runtime import compose  # lazily: commands that compile nothing never load the runtime
+
+    return compose.machine_options()
 
 
 def compile_options(s: Settings | None = None) -> CompileOptions:
     """The machine's readings and the settings' slot count (0: as the memory plan allows)."""
-    return dataclasses.replace(_machine(), num_parallel=(s or settings()).num_parallel)
+    from corral.runtime import compose
+
+    return compose.compile_options(s or settings(), _machine())
 
 
 def report(e: CorralError) -> None:

@@ -12,6 +12,7 @@ so nothing is rewired.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -63,14 +64,18 @@ class Runtime:
         await self.scheduler.close()
 
 
-def compile_options(settings: Settings) -> CompileOptions:
-    """The machine's readings (GPU inventory from NVML, available memory) and the slot count,
-    taken once: every compile after this sees the same readings."""
+def machine_options() -> CompileOptions:
+    """The machine's readings now: the GPU inventory from NVML (empty, with the reason, when there
+    is none) and available memory. Callers take them once; every compile after sees the same."""
     from corral.machine.gpus import NvmlProbe
     from corral.machine.memory import available_memory
 
-    return CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory(),
-                          num_parallel=settings.num_parallel)
+    return CompileOptions(inventory=NvmlProbe().read(), memory_bytes=available_memory())
+
+
+def compile_options(settings: Settings, machine: CompileOptions | None = None) -> CompileOptions:
+    """The machine's readings (`machine`, else read now) with the settings' slot count."""
+    return dataclasses.replace(machine or machine_options(), num_parallel=settings.num_parallel)
 
 
 def make_library(settings: Settings, store: Store, options: CompileOptions, root: Path) -> Library:
