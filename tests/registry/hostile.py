@@ -252,3 +252,12 @@ class _Handler(ServiceHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def stalling_at_half(weights: bytes, repo_tag: str = "ns/m:1") -> HostileRegistry:
+    """A registry serving one model whose weights read stalls halfway until `release` is set
+    (use it with `with`); for tests that look at a pull while it is under way."""
+    registry = HostileRegistry()
+    registry.add_model(repo_tag, [(MODEL, weights)])
+    registry.behaviour.stall_after = len(weights) // 2
+    return registry

@@ -18,7 +18,7 @@ from corral.server.app import create_app
 from corral.store.store import Store
 from tests.ggufs import write_tiny_llama
 from tests.registry.conftest import SMALL, docker_registry, make_model  # noqa: F401 (a fixture)
-from tests.registry.hostile import MODEL, HostileRegistry
+from tests.registry.hostile import stalling_at_half
 from tests.server.live import LiveServer
 from tests.waiting import until
 
@@ -38,9 +38,7 @@ def test_api_and_cli_show_the_pull_with_its_progress_then_ok(tmp_path, monkeypat
     weights = write_tiny_llama(tmp_path / "tiny.gguf").read_bytes()
     library = tmp_path / "library"
     library.mkdir()
-    with HostileRegistry() as registry:
-        registry.add_model("ns/m:1", [(MODEL, weights)])
-        registry.behaviour.stall_after = len(weights) // 2
+    with stalling_at_half(weights) as registry:
         (library / "m.Modelfile").write_text(f"FROM {registry.host}/ns/m:1\n")
         with serve(tmp_path, library) as live, httpx.Client(base_url=live.url, timeout=60) as client:
             assert registry.stalled.wait(30)
@@ -62,9 +60,7 @@ def test_shutdown_cancels_a_running_pull(tmp_path):
     weights = write_tiny_llama(tmp_path / "tiny.gguf").read_bytes()
     library = tmp_path / "library"
     library.mkdir()
-    with HostileRegistry() as registry:
-        registry.add_model("ns/m:1", [(MODEL, weights)])
-        registry.behaviour.stall_after = len(weights) // 2
+    with stalling_at_half(weights) as registry:
         (library / "m.Modelfile").write_text(f"FROM {registry.host}/ns/m:1\n")
         with serve(tmp_path, library):
             assert registry.stalled.wait(30)

@@ -19,7 +19,7 @@ from corral.store.create import StoreResolver
 from corral.store.store import Store
 from tests.ggufs import write_tiny_llama
 from tests.registry.conftest import CPU, SMALL, docker_registry, make_model  # noqa: F401 (a fixture)
-from tests.registry.hostile import MODEL, HostileRegistry
+from tests.registry.hostile import MODEL, HostileRegistry, stalling_at_half
 from tests.sealed import free_port
 from tests.waiting import until
 
@@ -79,9 +79,7 @@ def test_a_definition_from_a_registry_model_pulls_it_then_serves(docker_registry
 
 def test_progress_shows_while_the_base_downloads(tmp_path, folder):
     weights = write_tiny_llama(tmp_path / "tiny.gguf").read_bytes()
-    with HostileRegistry() as registry:
-        registry.add_model("ns/m:1", [(MODEL, weights)])
-        registry.behaviour.stall_after = len(weights) // 2
+    with stalling_at_half(weights) as registry:
         store = Store(tmp_path / "models")
         (folder / "m.Modelfile").write_text(f"FROM {registry.host}/ns/m:1\n")
         library = library_over(folder, store, options=ONE_PART)
@@ -99,9 +97,7 @@ def test_progress_shows_while_the_base_downloads(tmp_path, folder):
 
 def test_closing_cancels_a_running_pull_and_keeps_what_it_downloaded(tmp_path, folder):
     weights = write_tiny_llama(tmp_path / "tiny.gguf").read_bytes()
-    with HostileRegistry() as registry:
-        registry.add_model("ns/m:1", [(MODEL, weights)])
-        registry.behaviour.stall_after = len(weights) // 2
+    with stalling_at_half(weights) as registry:
         store = Store(tmp_path / "models")
         (folder / "m.Modelfile").write_text(f"FROM {registry.host}/ns/m:1\n")
         library = library_over(folder, store, options=ONE_PART)
