@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         description="Requests that may wait for a busy model (CORRAL_MAX_QUEUE); beyond it the server "
         "answers 503 with Retry-After.",
     )
+    worker_stall_timeout: float = Field(
+        default=120.0, gt=0,
+        description="Seconds a model's worker may send nothing, not a token nor a heartbeat, before it "
+        "is killed as hung and its requests fail with 500 (CORRAL_WORKER_STALL_TIMEOUT); a slow prompt "
+        "evaluation still sends heartbeats.",
+    )
     library: Path | None = Field(
         default=None,
         description="A folder of model definition files served beside the store (CORRAL_LIBRARY); "

@@ -14,6 +14,12 @@ Failures, by where they start:
 - the worker process dies (segfault, OOM kill, SIGKILL)
                                              -> every request in it raises WorkerCrashedError at
                                                 once; the next request starts a fresh worker
+- the worker hangs: nothing from it (no token, no heartbeat) for `stall_timeout` seconds
+                                             -> the engine kills it, and it is reported as a death
+
+The worker's heartbeat thread beats while its process runs, also while a long llama_decode holds
+its main thread (ctypes releases the GIL): a slow prompt evaluation is alive, a stopped or wedged
+process (SIGSTOP, a deadlock holding the GIL) is silent and is killed.
 
 A consumer that stops early (breaks out, is cancelled, or calls `aclose()` on the generator)
 sends a cancel to the worker straight away, and the worker frees the slot before its next step.
@@ -26,6 +32,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 import uuid
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -43,6 +50,13 @@ log = logging.getLogger(__name__)
 _Reply = Union[Chunk, Final, Embeddings, Failure, worker.Tokens, BaseException]
 _TERMINAL = (Final, Failure, Embeddings, worker.Tokens)
 _SHUTDOWN_GRACE_S = 5.0
+DEFAULT_STALL_TIMEOUT_S = 120.0  # Settings.worker_stall_timeout: generous for a slow CPU prompt eval
+STOPPED = "the model's worker stopped"  # how every crash message starts, whatever the cause
+
+
+def heartbeat_interval(stall_timeout: float) -> float:
+    """How often a worker beats: several times within the stall timeout, at most once a second."""
+    return max(0.05, min(1.0, stall_timeout / 4))
 
 
 def describe_exit(code: int | None) -> str:
@@ -78,8 +92,12 @@ class Engine:
     _cpu_repack_crashes: ClassVar[bool] = False
 
     def __init__(self, spec: RuntimeSpec, *, n_slots: int | None = None, omp_wait_policy: str | None = None,
-                 cpu_repack: Literal["on", "off"] | None = None) -> None:
+                 cpu_repack: Literal["on", "off"] | None = None,
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT_S) -> None:
+        if stall_timeout <= 0:
+            raise ValueError(f"the stall timeout must be positive, not {stall_timeout}")
         self._spec = spec
+        self._stall_timeout = stall_timeout
         self._omp_wait_policy = omp_wait_policy  # the worker's OMP_WAIT_POLICY (Settings.omp_wait_policy)
         self._cpu_repack = cpu_repack  # on/off forces repacked CPU weights; None: as learnt (Settings.cpu_repack)
         self._n_slots = n_slots if n_slots is not None else spec.load.num_parallel
@@ -94,6 +112,8 @@ class Engine:
         self._incarnation = 0  # which worker process a request was sent to
         self._waiters: dict[str, tuple[int, asyncio.Queue[_Reply]]] = {}
         self._closed = False
+        self.crashes = 0  # worker deaths and hangs since the engine was made (read by the scheduler)
+        self._stalled: set[int] = set()  # incarnations the watchdog killed for silence
 
     @property
     def spec(self) -> RuntimeSpec:
@@ -152,7 +172,8 @@ class Engine:
     async def _spawn(self, extra_buffers: bool) -> None:
         context = multiprocessing.get_context("spawn")
         conn, child_conn = context.Pipe()
-        config = worker.WorkerConfig(self._spec, self._n_slots, extra_buffers, self._omp_wait_policy)
+        config = worker.WorkerConfig(self._spec, self._n_slots, extra_buffers, self._omp_wait_policy,
+                                     heartbeat_interval(self._stall_timeout))
         proc = context.Process(target=worker.run, args=(child_conn, config), daemon=True,
                                name=f"corral-worker:{self._spec.name}")
         try:
@@ -273,18 +294,31 @@ class Engine:
     # -- worker messages -----------------------------------------------------------------------
 
     def _read(self, conn: Connection, proc: BaseProcess, incarnation: int, loop: asyncio.AbstractEventLoop) -> None:
-        """Reader thread: forward the worker's message lists to the loop until the pipe closes."""
+        """Reader thread: forward the worker's message lists to the loop until the pipe closes;
+        kill the worker when it has been silent (not even a heartbeat) for the stall timeout."""
+        heard = time.monotonic()
         try:
             while True:
+                if not conn.poll(heartbeat_interval(self._stall_timeout)):
+                    silent = time.monotonic() - heard
+                    if silent >= self._stall_timeout and proc.is_alive():
+                        log.error("the model worker for %s sent nothing for %.1f s; killing it as hung",
+                                  self._spec.name, silent)
+                        self._stalled.add(incarnation)
+                        proc.kill()
+                    continue
                 messages = conn.recv()
-                loop.call_soon_threadsafe(self._dispatch, messages)
+                heard = time.monotonic()
+                messages = [m for m in messages if not isinstance(m, worker.Heartbeat)]
+                if messages:
+                    loop.call_soon_threadsafe(self._dispatch, messages)
         except (EOFError, OSError):
             pass
         finally:
             conn.close()
         proc.join(_SHUTDOWN_GRACE_S)
         try:
-            loop.call_soon_threadsafe(self._fail_waiters, incarnation, proc.exitcode)
+            loop.call_soon_threadsafe(self._worker_gone, incarnation, proc.exitcode)
         except RuntimeError:
             pass  # the event loop is closed: nobody is waiting any more
 
@@ -297,6 +331,19 @@ class Engine:
                 del self._waiters[message.id]
             entry[1].put_nowait(message)
 
+    def _death(self, incarnation: int, exitcode: int | None) -> str:
+        if incarnation in self._stalled:
+            return f"made no progress for {self._stall_timeout:g} s and was killed"
+        return f"exited with {describe_exit(exitcode)}"
+
+    def _worker_gone(self, incarnation: int, exitcode: int | None) -> None:
+        """The reader saw the worker of `incarnation` end: count it unless it was asked to stop."""
+        if not self._closed and incarnation == self._incarnation:
+            self.crashes += 1
+            if not self._waiters:
+                log.error("%s: %s %s while idle", STOPPED, self._spec.name, self._death(incarnation, exitcode))
+        self._fail_waiters(incarnation, exitcode)
+
     def _fail_waiters(self, incarnation: int, exitcode: int | None) -> None:
         """The worker of `incarnation` is gone: fail the requests that were in it."""
         victims = [rid for rid, (inc, _) in self._waiters.items() if inc == incarnation]
@@ -305,7 +352,7 @@ class Engine:
         if self._closed:
             make = lambda: EngineError(f"the engine for {self._spec.name} was closed")  # noqa: E731
         else:
-            reason = f"model worker for {self._spec.name} exited with {describe_exit(exitcode)}"
+            reason = f"{STOPPED}: {self._spec.name} {self._death(incarnation, exitcode)}"
             log.error("%s; failing %d requests", reason, len(victims))
             make = lambda: WorkerCrashedError(reason)  # noqa: E731
         for rid in victims:

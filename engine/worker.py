@@ -14,7 +14,8 @@ only this process; the engine notices the closed pipe and fails the requests tha
 
 Parent to worker: GenerateRequest, EmbedRequest, Cancel, Tokenize, Shutdown.
 Worker to parent: Loaded | LoadFailed first, then lists of Chunk, Final, Embeddings, Failure and
-Tokens.
+Tokens, and `[Heartbeat()]` from the heartbeat thread every `heartbeat_s` (the engine kills a
+worker it hears nothing from for its stall timeout; see process.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -59,6 +61,11 @@ class Shutdown:
 
 
 @dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The worker process is alive (sent by its own thread, so a long decode still beats)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Loaded:
     load_duration_ns: int
     slot_ctx: int  # tokens one request may hold (prompt and output)
@@ -75,6 +82,7 @@ class WorkerConfig:
     n_slots: int
     extra_buffers: bool = True  # llama.cpp's repacked CPU weights; see Engine._spawn
     omp_wait_policy: str | None = None  # OMP_WAIT_POLICY for this worker (CORRAL_OMP_WAIT_POLICY)
+    heartbeat_s: float = 1.0  # how often the heartbeat thread tells the parent this process lives
 
 
 def run(conn: Connection, config: WorkerConfig) -> None:
@@ -103,12 +111,26 @@ def run(conn: Connection, config: WorkerConfig) -> None:
         conn.send(LoadFailed(f"{type(e).__name__}: {e}"))
         return
     conn.send(Loaded(time.monotonic_ns() - started, worker.slot_ctx))
+    stop = threading.Event()
+    threading.Thread(target=_beat, args=(worker, config.heartbeat_s, stop), name="corral-heartbeat",
+                     daemon=True).start()
     try:
         worker.serve()
     except (EOFError, BrokenPipeError):
         pass  # the parent is gone; nobody is left to answer
     finally:
+        stop.set()
         worker.close()
+
+
+def _beat(worker: "_Worker", interval: float, stop: threading.Event) -> None:
+    """Heartbeat thread: llama_decode releases the GIL, so this beats through a long prompt
+    evaluation; only a stopped or wedged process falls silent."""
+    while not stop.wait(interval):
+        try:
+            worker.send([Heartbeat()])
+        except (OSError, ValueError):
+            return  # the parent is gone
 
 
 class _Worker:
@@ -143,6 +165,11 @@ class _Worker:
         self.batch_loop = BatchLoop(self.model, self.ctx, n_slots=n_slots, slot_ctx=self.slot_ctx,
                                    embedder=embedder)
         self._replies: list[object] = []
+        self._send_lock = threading.Lock()  # the serving loop and the heartbeat thread share the pipe
+
+    def send(self, messages: list[object]) -> None:
+        with self._send_lock:
+            self.conn.send(messages)
 
     def _warm_up(self, batch_type: type) -> None:
         """One small decode at load time: pages the weights in, and crashes here rather than
@@ -171,7 +198,7 @@ class _Worker:
             out = self._replies + batch_loop.step()
             self._replies = []
             if out:
-                self.conn.send(out)
+                self.send(out)
 
     def _handle(self, message: object) -> bool:
         """Apply one message from the parent; False means stop serving."""

@@ -110,6 +110,12 @@ class Scheduler:
         self._changed = asyncio.Condition()
         self._waiting = 0
         self._closed = False
+        self._crashes_closed = 0  # worker crashes of engines already closed
+
+    @property
+    def worker_crashes(self) -> int:
+        """Model workers that died or hung since the server started (every engine, closed ones too)."""
+        return self._crashes_closed + sum(getattr(r.engine, "crashes", 0) for r in self._runners.values())
 
     # -- public ---------------------------------------------------------------------------------
     @asynccontextmanager
@@ -247,6 +253,7 @@ class Scheduler:
         for k, r in list(self._runners.items()):
             if r is runner:
                 del self._runners[k]
+        self._crashes_closed += getattr(runner.engine, "crashes", 0)  # a close is never a crash
         try:
             await runner.engine.close()
         except Exception:  # a dead worker is already gone; nothing to keep

@@ -87,8 +87,8 @@ def loop() -> LoopThread:
     runner.close()
 
 
-def _engine(loop: LoopThread, weights: Path, **options: Any) -> Engine:
-    engine = Engine(runtime_spec(weights, **options))
+def _engine(loop: LoopThread, weights: Path, stall_timeout: float = 120.0, **options: Any) -> Engine:
+    engine = Engine(runtime_spec(weights, **options), stall_timeout=stall_timeout)
     loop.run(engine.start())
     return engine
 
@@ -331,13 +331,14 @@ def test_worker_crash_fails_in_flight_requests_and_restarts(loop: LoopThread, sm
             stream = engine.generate(endless("doomed"))
             await stream.__anext__()
             os.kill(engine.pid, signal.SIGKILL)
-            with pytest.raises(WorkerCrashedError, match="model worker for crashy exited with signal SIGKILL"):
+            with pytest.raises(WorkerCrashedError, match="^the model's worker stopped: crashy exited with signal SIGKILL$"):
                 async for _ in stream:
                     pass
             assert engine.in_flight == 0
 
         old_pid = engine.pid
         loop.run(scenario())
+        assert engine.crashes == 1
         text, _ = loop.run(collect(engine, GenerateRequest("reborn", PARIS, greedy(24))))
         assert "Paris" in text
         assert engine.alive and engine.pid != old_pid
@@ -356,6 +357,42 @@ def test_worker_crash_fails_in_flight_requests_and_restarts(loop: LoopThread, sm
     finally:
         loop.run(engine.close())
     assert not engine.alive and engine.in_flight == 0
+    assert engine.crashes == 1  # a close is not a crash
+
+
+def test_a_hung_worker_is_killed_after_the_stall_timeout(loop: LoopThread, smollm2_gguf: Path) -> None:
+    # SIGSTOP freezes every thread of the worker, its heartbeat too: from outside, a wedged process.
+    engine = _engine(loop, smollm2_gguf, stall_timeout=2.0, name="frozen", num_ctx=512, num_parallel=1)
+    try:
+        async def scenario() -> None:
+            stream = engine.generate(endless("stuck"))
+            await stream.__anext__()
+            os.kill(engine.pid, signal.SIGSTOP)
+            with pytest.raises(WorkerCrashedError,
+                               match="^the model's worker stopped: frozen made no progress for 2 s and was killed$"):
+                async for _ in stream:
+                    pass
+
+        loop.run(asyncio.wait_for(scenario(), 60))
+        assert engine.crashes == 1 and not engine.alive
+        text, _ = loop.run(collect(engine, GenerateRequest("thawed", PARIS, greedy(24))))
+        assert "Paris" in text
+    finally:
+        loop.run(engine.close())
+
+
+def test_a_long_prompt_evaluation_beats_past_a_short_stall_timeout(loop: LoopThread, smollm2_gguf: Path) -> None:
+    # One decode of a whole 1500-token prompt blocks the worker's main thread far longer than
+    # 0.5 s on a CPU; its heartbeat thread keeps it alive.
+    engine = _engine(loop, smollm2_gguf, stall_timeout=0.5, name="slow", num_ctx=2048, num_batch=2048,
+                     num_parallel=1)
+    try:
+        long_prompt = chatml_prompt("Repeat after me: " + "the quick brown fox jumps over the lazy dog. " * 150)
+        _, final = loop.run(collect(engine, GenerateRequest("long", long_prompt, greedy(4))))
+        assert final.prompt_eval_count > 1500
+        assert engine.crashes == 0
+    finally:
+        loop.run(engine.close())
 
 
 def test_a_file_that_is_not_a_model_fails_to_load(loop: LoopThread, tmp_path: Path) -> None:
