@@ -160,6 +160,18 @@ def base_url(host: str | None = None) -> str:
     return f"{scheme}://{name}:{port}"
 
 
+def configured_api_key() -> str | None:
+    """CORRAL_API_KEY (Settings.api_key): what every client sends when not given a key."""
+    from pydantic import ValidationError
+
+    from corral.config.settings import Settings
+
+    try:
+        return Settings().api_key
+    except ValidationError:  # the command has reported its bad settings already
+        return None
+
+
 def running_server(host: str | None) -> Client | None:
     """A client for the server at `host` when one answers at once, else None.
 
@@ -176,10 +188,13 @@ def running_server(host: str | None) -> Client | None:
 class Client:
     """The native API at one address. Use as a context manager, or call `close()`."""
 
-    def __init__(self, host: str | None = None, *, transport: httpx.BaseTransport | None = None):
+    def __init__(self, host: str | None = None, *, api_key: str | None = None,
+                 transport: httpx.BaseTransport | None = None):
         self.url = base_url(host)
+        key = api_key if api_key is not None else configured_api_key()
         self._http = httpx.Client(
             base_url=self.url, transport=transport, trust_env=False,
+            headers={"Authorization": f"Bearer {key}"} if key else None,
             timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=60.0, pool=60.0),
         )
 

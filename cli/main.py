@@ -15,7 +15,7 @@ if any(arg in ("serve", "start", "run") for arg in sys.argv[1:3]):
 from importlib.metadata import version
 from typing import Callable, Sequence
 
-from corral.cli import definitions, demo, library, models, run, running, serve, transfer
+from corral.cli import definitions, demo, keys, library, models, run, running, serve, transfer
 from corral.cli.context import report
 from corral.cli.exit import ExitCode, exit_code
 from corral.errors import CorralError
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     demo.register(sub)
     library.register(sub)
+    keys.register(sub)
     return parser
 
 

@@ -164,6 +164,33 @@ class Settings(BaseSettings):
         "written: an `http://` endpoint needs no `--insecure`.",
     )
 
+    api_key: str | None = Field(
+        default=None, repr=False,
+        description="The API key the `corral` command sends to a server (CORRAL_API_KEY), as "
+        "`Authorization: Bearer KEY`; unset sends none.",
+    )
+    api_keys: str | None = Field(
+        default=None, repr=False,
+        description="API keys the server accepts beside the key file's (CORRAL_API_KEYS), for simple setups: "
+        "comma-separated `NAME:KEY:SCOPE`, `NAME:KEY` or `KEY` (scope `inference` or `admin`; without one, "
+        "admin). Any key at all makes every protected route need one.",
+    )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="Serve a non-loopback address with no API key (CORRAL_INSECURE_NO_AUTH, or `corral serve "
+        "--insecure-no-auth`): anyone who reaches it may use every route. Without it such a server refuses "
+        "to start.",
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="A PEM certificate (chain) to serve HTTPS with (CORRAL_TLS_CERT, or `--tls-cert`); needs "
+        "CORRAL_TLS_KEY.",
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        description="The PEM private key of CORRAL_TLS_CERT (CORRAL_TLS_KEY, or `--tls-key`).",
+    )
+
     @field_validator("host", mode="before")
     @classmethod
     def _normalize_host(cls, value: object) -> object:
@@ -181,7 +208,7 @@ class Settings(BaseSettings):
             return _default_models()
         return Path(value).expanduser() if isinstance(value, (str, Path)) else value
 
-    @field_validator("omp_wait_policy", "hf_token", mode="before")
+    @field_validator("omp_wait_policy", "hf_token", "api_key", "api_keys", "tls_cert", "tls_key", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value
@@ -211,6 +238,14 @@ class Settings(BaseSettings):
     @classmethod
     def _any_text_is_true(cls, value: object) -> object:
         return bool(value.strip()) if isinstance(value, str) else value
+
+    @field_validator("insecure_no_auth", mode="before")
+    @classmethod
+    def _only_yes_is_true(cls, value: object) -> object:
+        # an opt-out of safety: `0`, `false` or empty must never switch it on
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return value
 
     @field_validator("keep_alive")
     @classmethod

@@ -25,7 +25,7 @@ from sanic.response import HTTPResponse, empty, text
 from corral.config.settings import Settings
 from corral.runtime.compose import ModelCatalog, Runtime
 from corral.runtime.scheduler import Scheduler
-from corral.server import ollama_api, openai_api
+from corral.server import guard, ollama_api, openai_api
 from corral.server.errors import render_any
 from corral.sources.library import Library
 from corral.store.store import Store
@@ -101,16 +101,18 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, scheduler:
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "after_server_stop")
     app.register_middleware(_preflight, "request")
+    guard.install(app)  # API keys, scopes and rate limits (server/guard.py)
     app.register_middleware(_cors, "response")
     return app
 
 
 def serve(settings: Settings) -> None:
     """Run the server in this process until it is interrupted (`corral serve`)."""
+    options = guard.listen_options(settings)  # the bind policy and TLS, before anything starts
     app = create_app(settings)
     host, port = settings.bind
     log.info("Corral listening on %s:%d, models in %s", host, port, settings.models)
-    app.run(host=host, port=port, single_process=True, access_log=False, motd=False)
+    app.run(host=host, port=port, single_process=True, access_log=False, motd=False, **options)
 
 
 async def root(request: Request) -> HTTPResponse:

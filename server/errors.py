@@ -29,6 +29,7 @@ from sanic import Request
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json as json_response
 
+from corral.auth.errors import KeyFileError, PermissionDeniedError, RateLimitedError, UnauthorizedError
 from corral.compiler.errors import CompileError
 from corral.dsl.errors import DefinitionError, FormatError
 from corral.engine.errors import ContextOverflowError, EngineError, EngineInputError, ServerBusyError
@@ -99,6 +100,11 @@ STATUS: dict[type[CorralError], int] = {
     InsufficientSpaceError: 507,
     TransferCancelledError: 499,  # nginx's "client closed request": the caller stopped it
     CredentialsError: 500,
+    # API keys (corral.auth): no key or a wrong one, a key without the right, a spent budget
+    UnauthorizedError: 401,
+    PermissionDeniedError: 403,
+    RateLimitedError: 429,
+    KeyFileError: 500,
 }
 """The HTTP status of each Corral error class; a class not listed answers its nearest listed ancestor's."""
 
@@ -128,6 +134,10 @@ def headers_of(exc: BaseException) -> dict[str, str]:
     """Extra response headers an error carries."""
     if isinstance(exc, ServerBusyError):
         return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if isinstance(exc, RateLimitedError):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, UnauthorizedError):
+        return {"WWW-Authenticate": "Bearer"}
     return {}
 
 

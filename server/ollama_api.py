@@ -19,6 +19,7 @@ from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInpu
 from corral.runtime.tools import ToolCall
 from corral.server import library_api, models_api
 from corral.server.errors import native_body, render_native
+from corral.server.guard import count, metered
 from corral.server.schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, parse_body
 from corral.server.streaming import NDJSON, LazyStream, ndjson_line, pump, rfc3339nano
 
@@ -79,8 +80,8 @@ async def generate(request: Request) -> HTTPResponse | None:
     job = GenerateInput(prompt=body.prompt, system=body.system, template=body.template, raw=body.raw,
                         suffix=body.suffix, images=body.images, format=body.format, options=body.options,
                         think=body.think)
-    events = inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
-                           lambda spec: inference.plan_generate(spec, job))
+    events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
+                                            lambda spec: inference.plan_generate(spec, job)))
 
     def chunk(event: Event, _calls_sent: int) -> dict[str, Any]:
         out: dict[str, Any] = {"model": body.model, "created_at": rfc3339nano(),
@@ -108,8 +109,8 @@ async def chat(request: Request) -> HTTPResponse | None:
     job = ChatInput(messages=[m.model_dump(exclude_none=True) for m in body.messages],
                     tools=[t.model_dump() for t in body.tools] if body.tools else None,
                     format=body.format, options=body.options, think=body.think)
-    events = inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
-                           lambda spec: inference.plan_chat(spec, job))
+    events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
+                                            lambda spec: inference.plan_chat(spec, job)))
 
     def chunk(event: Event, calls_sent: int) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": event.text if isinstance(event, TextEvent) else ""}
@@ -136,6 +137,7 @@ async def embed(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
     result = await inference.embed(ctx.scheduler, ctx.models, body.model, body.input, truncate=body.truncate,
                                    normalize=True, keep_alive=body.keep_alive)
+    count(request, result.prompt_eval_count)
     out: dict[str, Any] = {"model": body.model,
                            "embeddings": [inference.shorten(v, body.dimensions) for v in result.vectors]}
     for key in ("total_duration", "load_duration", "prompt_eval_count"):
@@ -150,4 +152,5 @@ async def embeddings(request: Request) -> HTTPResponse:
     inputs = [body.prompt] if body.prompt else []
     result = await inference.embed(ctx.scheduler, ctx.models, body.model, inputs, truncate=True,
                                    normalize=False, keep_alive=body.keep_alive)
+    count(request, result.prompt_eval_count)
     return json_response({"embedding": result.vectors[0] if result.vectors else []})

@@ -28,6 +28,7 @@ from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInpu
 from corral.runtime.structured import response_format_to_format
 from corral.runtime.tools import ToolCall
 from corral.server.errors import BadRequestError, openai_body, render_openai
+from corral.server.guard import count, metered
 from corral.server.openai_schemas import ChatCompletionBody, ChatMessage, CompletionBody, EmbeddingBody
 from corral.server.schemas import parse_body
 from corral.server.streaming import EVENT_STREAM, SSE_DONE, LazyStream, pump, sse_event
@@ -144,7 +145,8 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
                     tools=[t.model_dump() for t in body.tools] if body.tools else None,
                     tool_choice=body.tool_choice, format=response_format_to_format(response_format),
                     options=_options(body), think=_EFFORT.get(body.reasoning_effort or ""))
-    events = inference.run(ctx.scheduler, ctx.models, body.model, None, lambda spec: inference.plan_chat(spec, job))
+    events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
+                                            lambda spec: inference.plan_chat(spec, job)))
     head = {"id": f"chatcmpl-{random.randint(0, 998)}", "created": int(time.time()), "model": body.model,
             "system_fingerprint": FINGERPRINT}
     if not body.stream:
@@ -182,8 +184,8 @@ async def completions(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, CompletionBody)
     ctx = request.app.ctx
     job = GenerateInput(prompt=body.prompt, suffix=body.suffix or "", options=_options(body))
-    events = inference.run(ctx.scheduler, ctx.models, body.model, None,
-                           lambda spec: inference.plan_generate(spec, job))
+    events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
+                                            lambda spec: inference.plan_generate(spec, job)))
     head = {"id": f"cmpl-{random.randint(0, 998)}", "object": "text_completion", "created": int(time.time()),
             "model": body.model, "system_fingerprint": FINGERPRINT}
     if not body.stream:
@@ -209,6 +211,7 @@ async def embeddings(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
     result = await inference.embed(ctx.scheduler, ctx.models, body.model, body.input, truncate=True,
                                    normalize=True, keep_alive=None)
+    count(request, result.prompt_eval_count)
     data = []
     for i, vector in enumerate(result.vectors):
         vector = inference.shorten(vector, body.dimensions)
