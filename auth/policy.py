@@ -43,7 +43,7 @@ def check_bind(host: str, has_keys: bool, insecure_no_auth: bool) -> None:
 
 
 def authorize(ring: KeyRing, need: Need, key: str | None, *, client_local: bool, listening_local: bool,
-              insecure_no_auth: bool, model: str | None = None) -> KeyRecord | None:
+              insecure_no_auth: bool, models: tuple[str, ...] = ()) -> KeyRecord | None:
     """The record of the key that may make this request, None when it is open to anyone, or a refusal."""
     if need is Need.OPEN:
         return None
@@ -65,8 +65,9 @@ def authorize(ring: KeyRing, need: Need, key: str | None, *, client_local: bool,
     if not allows(record.scope, need):
         raise PermissionDeniedError(f"API key {record.name!r} has scope {record.scope.value}; this needs "
                              f"{Scope.ADMIN.value}")
-    if model is not None and not model_allowed(record.models, model):
-        raise PermissionDeniedError(f"API key {record.name!r} may not use model {model[:200]!r}")
+    for model in models:
+        if not model_allowed(record.models, model):
+            raise PermissionDeniedError(f"API key {record.name!r} may not use model {model[:200]!r}")
     return record
 
 

@@ -34,9 +34,8 @@ _ADMIN = {"/api/create", "/api/copy", "/api/delete", "/api/pull", "/api/push", "
           "/api/library/apply"}
 _LOCAL_OR_ADMIN = {"/metrics"}
 
-MODEL_ROUTES = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show",
-                          "/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
-"""Routes whose JSON body names a model (`model`, or `name` on /api/show): checked against the key's patterns."""
+MODEL_FIELDS = ("model", "name", "source", "destination")
+"""The fields of a JSON body that name a model; every one a request names must match the key's patterns."""
 
 
 def need_of(path: str) -> Need:

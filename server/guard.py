@@ -27,7 +27,7 @@ from sanic import Request, Sanic
 from corral.auth.keys import KeyFile, KeyRecord, KeyRing, parse_env_keys
 from corral.auth.limits import Limiter
 from corral.auth.policy import authorize, bearer, check_bind, is_loopback
-from corral.auth.scopes import MODEL_ROUTES, Need, need_of
+from corral.auth.scopes import MODEL_FIELDS, need_of
 from corral.auth.usage import UsageFile
 from corral.config.settings import Settings
 from corral.errors import CorralError
@@ -64,10 +64,9 @@ class Guard:
         """The key this request may run as (None: open), or the refusal raised."""
         need = need_of(request.path)
         key = bearer(request.headers.get("authorization"), request.headers.get("x-api-key"))
-        model = _model_of(request) if request.path.rstrip("/") in MODEL_ROUTES else None
         record = authorize(self.ring, need, key, client_local=is_loopback(request.ip or ""),
                            listening_local=self.listening_local, insecure_no_auth=self.insecure_no_auth,
-                           model=model)
+                           models=_models_of(request))
         if record is not None:
             self.limiter.admit(record.name, record.rpm, record.tpm)
             self._dirty()
@@ -103,17 +102,21 @@ class Guard:
             self.limiter.usage.setdefault(name, usage)
 
 
-def _model_of(request: Request) -> str | None:
-    """The model a JSON body names (`model`, or `name` as /api/show also takes); None when it names none
-    (the handler then answers the body's own 400)."""
+def _models_of(request: Request) -> tuple[str, ...]:
+    """The models a request names: in the path of /v1/models/ID, and in its JSON body's model fields
+    (a body that is not JSON names none: the handler answers its own 400; a streamed blob upload has
+    no body here)."""
+    if request.path.startswith("/v1/models/"):
+        return (request.path[len("/v1/models/"):],)
+    if not request.body:
+        return ()
     try:
-        body = json.loads(request.body or b"null")
+        body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
-        return None
+        return ()
     if not isinstance(body, dict):
-        return None
-    model = body.get("model") or body.get("name")
-    return model if isinstance(model, str) else None
+        return ()
+    return tuple(v for k in MODEL_FIELDS if isinstance(v := body.get(k), str) and v)
 
 
 def install(app: Sanic) -> None:
@@ -124,7 +127,8 @@ def install(app: Sanic) -> None:
         if request.method == "OPTIONS":  # a browser's preflight carries no credentials
             return
         request.ctx.guard = guard
-        request.ctx.api_key = guard.check(request)
+        record = request.ctx.api_key = guard.check(request)
+        request.ctx.key_name = record.name if record else ""  # server/metrics.py counts by it
 
     async def _load(app_: Sanic) -> None:
         guard.load_usage()

@@ -94,7 +94,7 @@ def test_a_key_limited_to_models(tmp_path):
     from corral.auth.scopes import Scope
     key, _ = file.add("t", Scope.INFERENCE, ["smol*"])
     ring = KeyRing(file)
-    assert authorize(ring, Need.INFERENCE, key, model="smollm2:latest", **LOCAL).name == "t"
-    assert authorize(ring, Need.INFERENCE, key, model=None, **LOCAL).name == "t"
+    assert authorize(ring, Need.INFERENCE, key, models=("smollm2:latest",), **LOCAL).name == "t"
+    assert authorize(ring, Need.INFERENCE, key, **LOCAL).name == "t"
     with pytest.raises(PermissionDeniedError, match="'t' may not use model 'llama3'"):
-        authorize(ring, Need.INFERENCE, key, model="llama3", **LOCAL)
+        authorize(ring, Need.INFERENCE, key, models=("smol", "llama3"), **LOCAL)

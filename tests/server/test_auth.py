@@ -85,6 +85,16 @@ def test_a_key_limited_to_models_gets_403_for_others(fake):
     r = fake.client.post("/v1/chat/completions", json={**CHAT, "model": "smol:latest"}, headers=bearer(key))
     assert r.status_code == 403
     assert r.json()["error"]["message"] == "API key 'tools-only' may not use model 'smol:latest'"
+    assert fake.client.get("/v1/models/smol", headers=bearer(key)).status_code == 403
+    assert fake.client.get("/v1/models/toolsmodel", headers=bearer(key)).status_code == 200
+
+
+def test_every_model_a_body_names_must_match(fake):
+    key = add_key(fake, "ops-smol", Scope.ADMIN, models=["smol*"])
+    ok = fake.client.post("/api/copy", json={"source": "smol", "destination": "smol-copy"}, headers=bearer(key))
+    assert ok.status_code == 200
+    r = fake.client.post("/api/copy", json={"source": "toolsmodel", "destination": "smol2"}, headers=bearer(key))
+    assert (r.status_code, r.json()) == (403, {"error": "API key 'ops-smol' may not use model 'toolsmodel'"})
 
 
 def test_revoking_a_key_takes_effect_at_the_next_request(fake):
