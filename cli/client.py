@@ -121,6 +121,8 @@ class RunningModel(TypedDict, total=False):
     details: ModelDetails
     expires_at: str
     context_length: int
+    processor: str  # Corral's: cpu, gpu or cpu+gpu
+    cpu_reason: str  # Corral's: why a model runs on the CPU of a machine with a GPU
 
 
 class ShowResponse(TypedDict, total=False):

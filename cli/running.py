@@ -43,7 +43,12 @@ def ps(args: argparse.Namespace) -> int:
     for m in models:
         digest = m.get("digest", "").removeprefix("sha256:")
         table.add_row(m.get("name", ""), digest[:12], human_bytes(m.get("size", 0)), processor(m), until(m))
-    Console(width=200).print(table, highlight=False)
+    console = Console(width=200)
+    console.print(table, highlight=False)
+    for m in models:
+        if m.get("cpu_reason"):
+            console.print(f"{m.get('name', '')} runs on the CPU although this machine has a GPU: {m['cpu_reason']}",
+                          highlight=False, markup=False)
     return ExitCode.OK
 
 

@@ -125,6 +125,7 @@ def build_runtime(settings: Settings, *, store: Store | None = None, models: Mod
     if scheduler is None:
         scheduler = Scheduler(models, SchedulerSettings(
             keep_alive=settings.keep_alive_seconds if keep_alive is None else keep_alive,
-            max_loaded_models=settings.max_loaded_models, max_queue=settings.max_queue),
+            max_loaded_models=settings.max_loaded_models, max_queue=settings.max_queue,
+            gpus=len(options.inventory.devices) if options is not None else 0),
             engine_factory=engine_factory(settings))
     return Runtime(settings, store, models, scheduler, library)

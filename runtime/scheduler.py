@@ -54,6 +54,7 @@ class SchedulerSettings:
     max_loaded_models: int = 3
     max_queue: int = 512
     memory_budget: int | None = None  # bytes for loaded models; None: what the OS has free at start
+    gpus: int = 0  # GPUs the machine has: a model planned on the CPU beside them is warned about
 
 
 @dataclass
@@ -96,6 +97,13 @@ class RunningModel:
     expires_at: datetime | None  # None: kept loaded until stopped
     spec: RuntimeSpec
     in_flight: int
+    engine: EngineLike | None = None  # read by /metrics (slots, KV cache, the worker's memory)
+    load_duration_ns: int = 0
+
+
+def cpu_reason(spec: RuntimeSpec) -> str:
+    """Why the memory plan put a model on the CPU: the plan's deciding sentence, which comes last."""
+    return spec.plan.reasons[-1] if spec.plan.reasons else "the memory plan chose the CPU"
 
 
 class Scheduler:
@@ -175,8 +183,18 @@ class Scheduler:
                 expires = now_wall + timedelta(seconds=max(0.0, r.expires - now))
             elif r.keep_alive >= 0 and r.refs > 0:
                 expires = now_wall + timedelta(seconds=r.keep_alive)
-            out.append(RunningModel(r.key, r.spec.digest, r.size, r.size_vram, expires, r.spec, r.refs))
+            out.append(RunningModel(r.key, r.spec.digest, r.size, r.size_vram, expires, r.spec, r.refs,
+                                    r.engine, r.load_duration_ns))
         return out
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for their model to load (or for room to load it)."""
+        return self._waiting
+
+    def loading(self) -> list[str]:
+        """The models being loaded now."""
+        return sorted(self._loading)
 
     async def close(self) -> None:
         self._closed = True
@@ -208,6 +226,9 @@ class Scheduler:
         engine = self.factory(spec)
         log.info("loading %s (%s)", key, "; ".join(spec.plan.reasons[:1]))
         await engine.start()
+        if spec.plan.backend == "cpu" and self.settings.gpus:
+            log.warning("%s runs on the CPU although this machine has %d GPU(s): %s", key, self.settings.gpus,
+                        cpu_reason(spec))
         runner = Runner(key, engine, spec, engine.load_duration_ns, keep_alive=self.settings.keep_alive)
         self._runners[key] = runner
         return runner

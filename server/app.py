@@ -25,7 +25,7 @@ from sanic.response import HTTPResponse, empty, text
 from corral.config.settings import Settings
 from corral.runtime.compose import ModelCatalog, Runtime
 from corral.runtime.scheduler import Scheduler
-from corral.server import guard, ollama_api, openai_api
+from corral.server import guard, metrics, ollama_api, openai_api
 from corral.server.errors import render_any
 from corral.sources.library import Library
 from corral.store.store import Store
@@ -58,6 +58,7 @@ class AppContext:
     watch_task: asyncio.Task[None] | None = None  # the library watcher
     watch_stop: asyncio.Event | None = None  # set to end it
     origin_patterns: tuple[re.Pattern[str], ...] = field(default=())
+    metrics: "metrics.Metrics | None" = None  # this app's registry (server/metrics.py)
 
     @property
     def runtime(self) -> Runtime:
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, scheduler:
 
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "after_server_stop")
+    metrics.install(app)  # after _start, whose scheduler it meters; before the guard, so refusals count
     app.register_middleware(_preflight, "request")
     guard.install(app)  # API keys, scopes and rate limits (server/guard.py)
     app.register_middleware(_cors, "response")
@@ -140,7 +142,8 @@ async def start_watch(app: Sanic) -> None:
     if library is None:
         return
     ctx.watch_stop = asyncio.Event()
-    ctx.watch_task = asyncio.ensure_future(watch(library, ctx.scheduler, ctx.watch_stop))
+    ctx.watch_task = asyncio.ensure_future(watch(library, ctx.scheduler, ctx.watch_stop,
+                                                 observe=ctx.metrics.library_synced if ctx.metrics else None))
 
 
 async def stop_watch(app: Sanic) -> None:

@@ -91,7 +91,7 @@ async def apply(request: Request) -> HTTPResponse:
         changes, _ = await asyncio.to_thread(partial(library.plan, root, measure=True))
         changes = [c for c in changes if c.action != "unchanged"]
     else:
-        changes = await sync(library, ctx.scheduler, root)
+        changes = await sync(library, ctx.scheduler, root, observe=ctx.metrics.library_synced if ctx.metrics else None)
         restart_watch(request.app)
     return json_response({"root": str(root), "dry_run": body.dry_run, "changes": [change_json(c) for c in changes]})
 

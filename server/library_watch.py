@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Callable
+
 from corral.runtime.scheduler import Scheduler
 from corral.sources.library import Change, Library, discover
 
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 DEBOUNCE_MS = 150  # longest a batch is held open while events keep arriving
 STEP_MS = 30  # quiet time that closes a batch
+
+Observer = Callable[[int], None]  # told after each reconcile how many errors it had (/metrics)
 
 
 def watched_paths(library: Library) -> set[Path]:
@@ -53,19 +57,28 @@ async def _preload(scheduler: Scheduler, name: str) -> None:
         log.warning("library: pre-loading %s failed: %s", name, e)
 
 
-async def sync(library: Library, scheduler: Scheduler | None, root: Path | None = None) -> list[Change]:
-    changes = await asyncio.to_thread(library.sync, root)
+async def sync(library: Library, scheduler: Scheduler | None, root: Path | None = None,
+               observe: Observer | None = None) -> list[Change]:
+    try:
+        changes = await asyncio.to_thread(library.sync, root)
+    except Exception:
+        if observe is not None:
+            observe(1)
+        raise
+    if observe is not None:
+        observe(sum(1 for c in changes if c.action == "error"))
     await apply_changes(changes, scheduler)
     return changes
 
 
-async def watch(library: Library, scheduler: Scheduler, stop: asyncio.Event) -> None:
+async def watch(library: Library, scheduler: Scheduler, stop: asyncio.Event,
+                observe: Observer | None = None) -> None:
     """Reconcile on every change until `stop` is set; restarts when the watched folders change."""
     from watchfiles import awatch
 
-    follower = asyncio.ensure_future(_follow_bases(library, scheduler, stop))
+    follower = asyncio.ensure_future(_follow_bases(library, scheduler, stop, observe))
     try:
-        await _watch_files(library, scheduler, stop, awatch)
+        await _watch_files(library, scheduler, stop, awatch, observe)
     finally:
         follower.cancel()
         try:
@@ -74,7 +87,8 @@ async def watch(library: Library, scheduler: Scheduler, stop: asyncio.Event) -> 
             pass
 
 
-async def _follow_bases(library: Library, scheduler: Scheduler, stop: asyncio.Event) -> None:
+async def _follow_bases(library: Library, scheduler: Scheduler, stop: asyncio.Event,
+                        observe: Observer | None = None) -> None:
     """Sync once more each time a pulled base arrives, until `stop` is set."""
     loop = asyncio.get_running_loop()
     arrived = asyncio.Event()
@@ -91,7 +105,7 @@ async def _follow_bases(library: Library, scheduler: Scheduler, stop: asyncio.Ev
             await arrived.wait()
             arrived.clear()
             try:
-                await sync(library, scheduler)
+                await sync(library, scheduler, observe=observe)
             except Exception:
                 log.exception("library: reconcile after a pull failed")
     finally:
@@ -99,18 +113,19 @@ async def _follow_bases(library: Library, scheduler: Scheduler, stop: asyncio.Ev
             library.resync = None
 
 
-async def _watch_files(library: Library, scheduler: Scheduler, stop: asyncio.Event, awatch) -> None:
+async def _watch_files(library: Library, scheduler: Scheduler, stop: asyncio.Event, awatch,
+                       observe: Observer | None = None) -> None:
     while not stop.is_set():
         paths = watched_paths(library)
         if not paths:
             await asyncio.sleep(0.5)  # the folder may not exist yet
-            await sync(library, scheduler)
+            await sync(library, scheduler, observe=observe)
             continue
         log.info("library: watching %s", ", ".join(str(p) for p in sorted(paths)))
         async for _events in awatch(*paths, debounce=DEBOUNCE_MS, step=STEP_MS, stop_event=stop,
                                     recursive=True, force_polling=False):
             try:
-                await sync(library, scheduler)
+                await sync(library, scheduler, observe=observe)
             except Exception:  # a watcher that dies would silently stop deploys
                 log.exception("library: reconcile failed")
             if watched_paths(library) != paths:

@@ -30,7 +30,9 @@ from sanic.response import HTTPResponse, empty, json as json_response
 from corral.registry.access import RegistryAccess
 from corral.registry.events import SUCCESS, ProgressEvent
 from corral.store.names import parse_digest
+from corral.runtime.scheduler import cpu_reason
 from corral.server.errors import BadRequestError, native_body
+from corral.server.metrics import processor
 from corral.server.schemas import CopyBody, CreateBody, DeleteBody, ShowBody, TransferBody, parse_body
 from corral.server.streaming import NDJSON, LazyStream, ndjson_line, pump, rfc3339nano
 
@@ -175,16 +177,28 @@ async def show(request: Request) -> HTTPResponse:
 
 async def ps(request: Request) -> HTTPResponse:
     now = datetime.now(timezone.utc)
-    running = request.app.ctx.scheduler.running()
+    scheduler = request.app.ctx.scheduler
+    running = scheduler.running()
+    gpus = getattr(getattr(scheduler, "settings", None), "gpus", 0)
     rows = []
     for r in running:
         expires = r.expires_at if r.expires_at is not None else now + _FOREVER
         spec = r.spec
         rows.append({"name": r.name, "model": r.name, "size": r.size, "digest": _hex(r.digest),
                      "details": _details(spec), "expires_at": rfc3339nano(expires), "size_vram": r.size_vram,
-                     "context_length": spec.load.num_ctx})
+                     "context_length": spec.load.num_ctx, **_processor(spec, gpus)})
     rows.sort(key=lambda row: row["expires_at"], reverse=True)
     return json_response({"models": rows})
+
+
+def _processor(spec: Any, gpus: int) -> dict[str, str]:
+    """Corral's additions to a /api/ps row: where the model runs (cpu, gpu, cpu+gpu), and why it
+    runs on the CPU when the machine has a GPU."""
+    plan = spec.plan
+    where = processor(plan.backend, plan.n_gpu_layers, plan.layer_count)
+    if where == "cpu" and gpus:
+        return {"processor": where, "cpu_reason": cpu_reason(spec)}
+    return {"processor": where}
 
 
 def _hex(digest: str) -> str:
