@@ -233,6 +233,16 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
         yield Done.of(final, lease.load_duration_ns, time.perf_counter_ns() - started)
 
 
+async def count_tokens(scheduler: Scheduler, models: ModelSource, name: str, planner: Planner) -> int:
+    """The number of tokens of the prompt a request would send (Anthropic's count_tokens)."""
+    spec = await asyncio.to_thread(models.spec, name)
+    plan = planner(spec)
+    async with scheduler.use(name, None, spec) as lease:
+        if lease.spec.digest != spec.digest:
+            plan = planner(lease.spec)
+        return len(await lease.engine.tokenize(plan.prompt))
+
+
 async def load_or_unload(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: float | None) -> str:
     """Ollama's empty prompt: load the model (or, with keep_alive 0, unload it); the done_reason."""
     await asyncio.to_thread(models.spec, name)  # an unknown model is a 404 either way

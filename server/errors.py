@@ -17,7 +17,8 @@ What each error answers is chosen here and nowhere else (`status_of`):
 
 Bodies: the native API answers `{"error": "<message>"}`, the OpenAI API
 `{"error": {"message", "type", "param", "code"}}` with the type taken from the status as Ollama
-does. ServerBusyError (503) also sends `Retry-After`.
+does, and the Anthropic one (/v1/messages) `{"type": "error", "error": {"type", "message"}}`.
+ ServerBusyError (503) also sends `Retry-After`.
 """
 
 from __future__ import annotations
@@ -163,6 +164,17 @@ def openai_body(exc: BaseException) -> dict[str, Any]:
     }
 
 
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    503: "overloaded_error"}
+
+
+def anthropic_body(exc: BaseException) -> dict[str, Any]:
+    """Anthropic's `{"type": "error", "error": {"type", "message"}}`, the type taken from the status."""
+    return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status_of(exc), "api_error"),
+                                       "message": message_of(exc)}}
+
+
 def _log(request: Request, exc: BaseException, status: int) -> None:
     if status >= 500 and not isinstance(exc, (ServerBusyError, SanicException)):
         log.error("%s %s failed", request.method, request.path, exc_info=exc)
@@ -184,8 +196,27 @@ def render_openai(request: Request, exc: Exception) -> HTTPResponse:
     return json_response(openai_body(exc), status=status, headers=headers_of(exc))
 
 
+def render_anthropic(request: Request, exc: Exception) -> HTTPResponse:
+    """The Anthropic Messages API's error handler."""
+    status = status_of(exc)
+    _log(request, exc, status)
+    return json_response(anthropic_body(exc), status=status, headers=headers_of(exc))
+
+
+def is_anthropic(path: str) -> bool:
+    """Whether a path is the Anthropic Messages API's (it shares /v1 with OpenAI's)."""
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+def render_v1(request: Request, exc: Exception) -> HTTPResponse:
+    """The /v1 blueprint's error handler: Anthropic's shape under /v1/messages, OpenAI's elsewhere."""
+    if is_anthropic(request.path):
+        return render_anthropic(request, exc)
+    return render_openai(request, exc)
+
+
 def render_any(request: Request, exc: Exception) -> HTTPResponse:
     """For errors outside both blueprints (an unknown route): the shape of the API the path names."""
     if request.path == "/v1" or request.path.startswith("/v1/"):
-        return render_openai(request, exc)
+        return render_v1(request, exc)
     return render_native(request, exc)

@@ -27,7 +27,7 @@ from corral.runtime import inference
 from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, TextEvent
 from corral.runtime.structured import response_format_to_format
 from corral.runtime.tools import ToolCall
-from corral.server.errors import BadRequestError, openai_body, render_openai
+from corral.server.errors import BadRequestError, openai_body, render_v1
 from corral.server.guard import count, metered
 from corral.server.openai_schemas import ChatCompletionBody, ChatMessage, CompletionBody, EmbeddingBody
 from corral.server.schemas import parse_body
@@ -39,14 +39,19 @@ _EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "h
 
 
 def blueprint() -> Blueprint:
-    """A fresh /v1 blueprint."""
+    """A fresh /v1 blueprint: OpenAI's endpoints, the Responses API and Anthropic's Messages API."""
+    from corral.server import anthropic_api, responses_api  # they build on this module's helpers
+
     bp = Blueprint("openai_api", url_prefix="/v1")
     bp.add_route(chat_completions, "/chat/completions", methods=["POST"])
     bp.add_route(completions, "/completions", methods=["POST"])
     bp.add_route(embeddings, "/embeddings", methods=["POST"])
     bp.add_route(list_models, "/models", methods=["GET"])
     bp.add_route(retrieve_model, "/models/<model:path>", methods=["GET"])
-    bp.exception(Exception)(render_openai)
+    bp.add_route(responses_api.responses, "/responses", methods=["POST"])
+    bp.add_route(anthropic_api.messages, "/messages", methods=["POST"])
+    bp.add_route(anthropic_api.count_tokens, "/messages/count_tokens", methods=["POST"])
+    bp.exception(Exception)(render_v1)  # Anthropic's error shape under /v1/messages
     return bp
 
 
