@@ -265,11 +265,11 @@ class Client:
 
     def chat(self, model: str, messages: list[Message], *, options: Mapping[str, Any] | None = None,
              format: str | dict | None = None, keep_alive: str | float | None = None,
-             tools: list[dict] | None = None) -> Iterator[ChatChunk]:
+             tools: list[dict] | None = None, think: bool | str | None = None) -> Iterator[ChatChunk]:
         """Stream /api/chat: the pieces of the answer, then the final object with statistics."""
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         for key, value in (("options", options), ("format", format), ("keep_alive", keep_alive),
-                           ("tools", tools)):
+                           ("tools", tools), ("think", think)):
             if value is not None:
                 body[key] = value
         return self._lines("/api/chat", body)  # type: ignore[return-value]

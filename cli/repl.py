@@ -16,7 +16,7 @@ from corral.cli import output
 from corral.cli.client import Message
 from corral.cli.context import report
 from corral.cli.exit import ExitCode
-from corral.cli.run import Session, render_stats, write
+from corral.cli.run import Session, ThinkingView, render_stats, write
 from corral.errors import CorralError
 from corral.dsl import parameters as P
 from corral.dsl.errors import did_you_mean
@@ -39,7 +39,9 @@ HELP_SET = """Available Commands:
   /set format json       Enable JSON mode
   /set noformat          Disable formatting
   /set verbose           Show LLM stats
-  /set quiet             Disable LLM stats"""
+  /set quiet             Disable LLM stats
+  /set think [level]     Think before answering (level: low, medium or high)
+  /set nothink           Answer without thinking"""
 
 HELP_SHOW = """Available Commands:
   /show info         Show details for this model
@@ -69,8 +71,11 @@ class Bye(Exception):
 
 class Repl:
     def __init__(self, session: Session, *, verbose: bool = False, format: str | None = None,
-                 read: Callable[[str], str] = input, history: bool = True):
+                 read: Callable[[str], str] = input, history: bool = True, think: bool | str | None = None,
+                 hide_thinking: bool = False):
         self.session = session
+        self.think = think  # the request's think (None: the model decides); /set think, /set nothink
+        self.hide_thinking = hide_thinking
         self.history = history  # read and write ~/.corral/history (Settings.nohistory turns it off)
         self.verbose = verbose
         self.format = format
@@ -129,13 +134,16 @@ class Repl:
         self.messages.append({"role": "user", "content": text})
         conversation: list[Message] = ([{"role": "system", "content": self.system}] if self.system else [])
         pieces: list[str] = []
+        view = ThinkingView(self.hide_thinking)
 
         def on_text(piece: str) -> None:
             pieces.append(piece)
-            write(piece)
+            view.on_text(piece)
 
         try:
-            stats = self.session.chat(conversation + self.messages, self.options, self.format, on_text)
+            stats = self.session.chat(conversation + self.messages, self.options, self.format, on_text,
+                                      self.think, view.on_thinking)
+            view.close()
         except KeyboardInterrupt:  # the answer was stopped; forget the question too
             self.messages.pop()
             write("\n\n")
@@ -197,6 +205,16 @@ class Repl:
         elif what == "noformat":
             self.format = None
             output.out("Disabled format.")
+        elif what == "think":
+            level = rest.strip().lower()
+            if level not in ("", "low", "medium", "high"):
+                output.err(f"error: invalid think level {rest.strip()!r}; use low, medium or high")
+                return
+            self.think = level or True
+            output.out(f"Set 'think' mode to '{level}'." if level else "Set 'think' mode.")
+        elif what == "nothink":
+            self.think = False
+            output.out("Set 'nothink' mode.")
         elif not what:
             output.out(HELP_SET)
         else:

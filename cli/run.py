@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the runtime loads only when a command runs a model
 
 OnText = Callable[[str], None]
 Options = Mapping[str, ParamValue]
+Think = bool | str | None  # the request's think: None leaves it to the model
 
 
 class Session(Protocol):
@@ -39,9 +40,10 @@ class Session(Protocol):
 
     model: str
 
-    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText) -> Done:
-        """Stream one answer to `on_text`, then its statistics; KeyboardInterrupt stops it (and the
-        generation)."""
+    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText,
+             think: Think = None, on_thinking: OnText | None = None) -> Done:
+        """Stream one answer to `on_text` (its thinking to `on_thinking`), then its statistics;
+        KeyboardInterrupt stops it (and the generation)."""
 
     def show(self) -> dict[str, Any]:
         """/api/show's fields for the model (modelfile, parameters, template, system, details, ...)."""
@@ -59,12 +61,16 @@ class ServerSession:
         self.model = model
         self.keep_alive = keep_alive
 
-    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText) -> Done:
+    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText,
+             think: Think = None, on_thinking: OnText | None = None) -> Done:
         final: dict[str, Any] = {}
         stream = self.client.chat(self.model, messages, options=_json_options(options) or None,
-                                  format=format, keep_alive=self.keep_alive)
+                                  format=format, keep_alive=self.keep_alive, think=think)
         try:
             for chunk in stream:
+                thought = chunk.get("message", {}).get("thinking", "")
+                if thought and on_thinking is not None:
+                    on_thinking(thought)
                 piece = chunk.get("message", {}).get("content", "")
                 if piece:
                     on_text(piece)
@@ -123,15 +129,17 @@ class LocalSession:
         # KeyboardInterrupt here, so the engine's request is cancelled rather than abandoned.
         self.runner = asyncio.Runner()
 
-    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText) -> Done:
-        return self.runner.run(self._chat(messages, options, format, on_text))
+    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText,
+             think: Think = None, on_thinking: OnText | None = None) -> Done:
+        return self.runner.run(self._chat(messages, options, format, on_text, think, on_thinking))
 
     async def _chat(self, messages: list[Message], options: Options, format: str | None,
-                    on_text: OnText) -> Done:
+                    on_text: OnText, think: Think = None, on_thinking: OnText | None = None) -> Done:
         """The server's /api/chat without HTTP: the same planning, the same events."""
-        from corral.runtime.inference import ChatInput, Done, TextEvent, plan_chat, run
+        from corral.runtime.inference import ChatInput, Done, TextEvent, ThinkingEvent, plan_chat, run
 
-        job = ChatInput(messages=[dict(m) for m in messages], format=format, options=dict(options))
+        job = ChatInput(messages=[dict(m) for m in messages], format=format, options=dict(options),
+                        think=think)
         done = Done()
         events = run(self.runtime.scheduler, self.models, self.model, self.keep_alive,
                      lambda spec: plan_chat(spec, job))
@@ -139,6 +147,8 @@ class LocalSession:
             async for event in it:
                 if isinstance(event, TextEvent):
                     on_text(event.text)
+                elif isinstance(event, ThinkingEvent) and on_thinking is not None:
+                    on_thinking(event.text)
                 elif isinstance(event, Done):
                     done = event
         return done
@@ -173,7 +183,61 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how long the server keeps the model loaded afterwards (e.g. 5m, 1h, 0)")
     p.add_argument("--format", choices=["json"], help="answer in JSON")
     p.add_argument("--insecure", action="store_true", help="pull a missing model over plain http")
+    p.add_argument("--think", nargs="?", const="true", metavar="LEVEL",
+                   help="think before answering (true, false, low, medium or high; bare --think: true)")
+    p.add_argument("--hidethinking", action="store_true", help="think, but show only the answer")
     p.set_defaults(handler=run)
+
+
+THINK_VALUES: dict[str, Think] = {"true": True, "false": False, "low": "low", "medium": "medium", "high": "high"}
+
+
+def parse_think(value: str | None) -> Think:
+    """`--think`'s value (None when the flag is absent: the model decides)."""
+    if value is None:
+        return None
+    if value.lower() not in THINK_VALUES:
+        raise UsageError("corral run", f"--think: invalid value {value!r} (true, false, low, medium or high)")
+    return THINK_VALUES[value.lower()]
+
+
+class ThinkingView:
+    """Shows an answer's thinking apart from it, as Ollama does: "Thinking..." and the thinking
+    (dimmed on a terminal), "...done thinking." before the answer; `hide` drops the thinking."""
+
+    def __init__(self, hide: bool = False, stream: Any = None):
+        self.hide = hide
+        self.stream = stream if stream is not None else sys.stdout
+        self.dim = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.thinking = False
+
+    def _write(self, text: str, dim: bool = False) -> None:
+        if dim and self.dim:
+            from rich.console import Console
+
+            Console(file=self.stream, soft_wrap=True).print(text, style="dim", end="", markup=False,
+                                                            highlight=False)
+        else:
+            self.stream.write(text)
+        self.stream.flush()
+
+    def on_thinking(self, piece: str) -> None:
+        if self.hide:
+            return
+        if not self.thinking:
+            self.thinking = True
+            self._write("Thinking...\n", dim=True)
+        self._write(piece, dim=True)
+
+    def on_text(self, piece: str) -> None:
+        self.close()
+        self._write(piece)
+
+    def close(self) -> None:
+        """End a thinking block still open (the answer starts, or ended with no answer)."""
+        if self.thinking:
+            self.thinking = False
+            self._write("\n...done thinking.\n\n", dim=True)
 
 
 def open_session(model: str, keepalive: str | None, insecure: bool = False) -> Session:
@@ -208,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         parse_keep_alive(args.keepalive)
     except DurationError as e:
         raise UsageError("corral run", f"--keepalive: {e} (a duration such as 30s, 5m or 1h; negative: forever)") from None
+    think = parse_think(args.think)
     prompt = " ".join(args.prompt)
     interactive = not prompt and sys.stdin.isatty()
     if not sys.stdin.isatty():  # a piped prompt comes first, the arguments after it (as Ollama)
@@ -219,8 +284,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if interactive:
             return repl.Repl(session, verbose=args.verbose, format=args.format,
-                             history=not _settings().nohistory).loop()
-        return answer_once(session, prompt, verbose=args.verbose, format=args.format)
+                             history=not _settings().nohistory, think=think,
+                             hide_thinking=args.hidethinking).loop()
+        return answer_once(session, prompt, verbose=args.verbose, format=args.format, think=think,
+                           hide_thinking=args.hidethinking)
     except KeyboardInterrupt:
         output.err("")
         return ExitCode.INTERRUPTED
@@ -228,8 +295,11 @@ def run(args: argparse.Namespace) -> int:
         session.close()
 
 
-def answer_once(session: Session, prompt: str, *, verbose: bool, format: str | None) -> int:
-    stats = session.chat([{"role": "user", "content": prompt}], {}, format, write)
+def answer_once(session: Session, prompt: str, *, verbose: bool, format: str | None, think: Think = None,
+                hide_thinking: bool = False) -> int:
+    view = ThinkingView(hide_thinking)
+    stats = session.chat([{"role": "user", "content": prompt}], {}, format, view.on_text, think, view.on_thinking)
+    view.close()
     sys.stdout.write("\n")
     sys.stdout.flush()
     if verbose:

@@ -16,15 +16,15 @@ from pathlib import Path
 
 from corral.compiler.templates.chat import compile_template, known_stops, recognise
 from corral.compiler.templates.library import library_template
-from corral.compiler.errors import GGUFError, WeightsError
+from corral.compiler.errors import CompileError, GGUFError, WeightsError
 from corral.compiler.gguf.check import check_gguf
 from corral.compiler.gguf.info import ModelInfo, model_info_from_header, read_split_info, split_count
 from corral.machine.gpus import GpuInventory
 from corral.compiler.plan import plan_memory
 from corral.compiler.resolve import (DIGEST, SHARD_NAME, ModelResolver, ParentModel, expand, find_weights,
                                      looks_like_path, resolve_model, weights_ref)
-from corral.compiler.spec import (ChatMessage, LoadOptions, ModelSummary, RuntimeSpec, TemplateSpec,
-                                  WeightsRef)
+from corral.compiler.spec import (THINKING_PARSERS, ChatMessage, LoadOptions, ModelSummary, RuntimeSpec,
+                                  TemplateSpec, WeightsRef)
 from corral.dsl.ir import ModelDefinition
 from corral.dsl.parameters import LOAD_TIME, ParamValue
 from corral.dsl.span import Span
@@ -85,11 +85,22 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
         options={k: v for k, v in params.items() if k not in LOAD_TIME and k != "stop"},
         load=load, plan=plan,
         licenses=(base.licenses if base else ()) + tuple(x.value for x in d.licenses),
-        requires=d.requires.value if d.requires else None, source=source,
+        requires=d.requires.value if d.requires else None, source=source, parser=_parser(d),
     )
 
 
 def _auto_slots(planned, options: CompileOptions):
+def _parser(d: ModelDefinition) -> str | None:
+    """The definition's PARSER, checked against the formats Corral parses."""
+    if d.parser is None:
+        return None
+    name = d.parser.value.strip().lower()
+    if name not in THINKING_PARSERS:
+        raise CompileError(f"unknown PARSER {d.parser.value!r}", d.parser.span,
+                           hint="one of " + ", ".join(THINKING_PARSERS))
+    return name
+
+
     """The most slots (up to the cap) whose plan keeps every layer where one slot would put it and,
     on the CPU, leaves at least half the available memory to the rest of the machine."""
     one = planned(1)

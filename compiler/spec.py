@@ -17,6 +17,11 @@ from corral.compiler.plan import MemoryPlan
 from corral.dsl.parameters import ParamValue
 
 
+# The thinking formats a definition's PARSER may name (corral.runtime.thinking parses them): the
+# `<think>` family (`think`, and the model names that use it) and gpt-oss's `harmony` channels.
+THINKING_PARSERS = ("think", "qwen3", "qwen3-thinking", "deepseek-r1", "cogito", "harmony")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -92,6 +97,7 @@ class RuntimeSpec(_Frozen):
     licenses: tuple[str, ...]
     requires: str | None
     source: str | None  # the definition file it was compiled from, if any
+    parser: str | None = None  # the definition's PARSER (one of THINKING_PARSERS), if any
 
     @property
     def weight_files(self) -> tuple[WeightsRef, ...]:
@@ -105,6 +111,8 @@ class RuntimeSpec(_Frozen):
         data = self.model_dump(mode="json")
         if not self.splits:
             del data["splits"]
+        if data.get("parser") is None:  # likewise a spec without a PARSER
+            data.pop("parser", None)
         return _digest(data)
 
     @property

@@ -6,7 +6,8 @@ Each caller turns its input into a `ChatInput` or `GenerateInput` (the server fr
 and a RuntimeSpec (prompt via the chat template, sampling defaults, stops, grammar for structured
 output, tool parsing), raising RequestError (corral.runtime.errors) for input they cannot use;
 `run` does the checks that can fail fast (unknown model, bad input) before it asks the scheduler
-for a runner, and yields `TextEvent`, `Calls` and one final `Done`, which carries Ollama's statistics.
+for a runner, and yields `TextEvent`, `ThinkingEvent` (a thinking model's reasoning, split off by
+corral.runtime.thinking), `Calls` and one final `Done`, which carries Ollama's statistics.
 It replans if the model was hot-swapped between the check and the lease. Leaving the iteration
 early (a client that went away, Ctrl-C) closes the engine's iterator and returns the runner at once.
 """
@@ -28,6 +29,7 @@ from corral.engine.requests import EmbedRequest, Embeddings, Final, GenerateRequ
 from corral.runtime.errors import InvalidRequestError, UnsupportedRequestError
 from corral.runtime.scheduler import ModelSource, Scheduler
 from corral.runtime.structured import format_grammar, tool_call_grammar
+from corral.runtime.thinking import Split, make_parser, parser_name
 from corral.runtime.tools import (ToolCall, ToolStream, functions, messages_without_tools,
                                   template_has_tools)
 
@@ -41,6 +43,13 @@ def request_id() -> str:
 @dataclass(frozen=True)
 class TextEvent:
     """Generated text, as it streams (the IR's `Text` is a definition's string value)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ThinkingEvent:
+    """Thinking text, as it streams (kept apart from the answer)."""
 
     text: str
 
@@ -88,7 +97,7 @@ _STATS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_d
           "eval_duration")
 
 
-Event = TextEvent | Calls | Done
+Event = TextEvent | ThinkingEvent | Calls | Done
 
 
 @dataclass
@@ -100,6 +109,8 @@ class Plan:
     stop: tuple[str, ...]
     grammar: str | None = None
     tool_names: list[str] | None = None  # parse tool calls out of the text when set
+    thinking: str | None = None  # the thinking parser (corral.runtime.thinking) when the model thinks
+    show_thinking: bool = True  # False: think was false, and what the model still thinks is dropped
 
 
 @dataclass
@@ -133,9 +144,15 @@ def _sampling(spec: RuntimeSpec, options: Mapping[str, Any]) -> tuple[Sampling, 
     return Sampling.from_options(spec.options, options), stop
 
 
-def _check_think(spec: RuntimeSpec, think: bool | str | None) -> None:
-    if think is not None and think is not False:
-        raise UnsupportedRequestError(f'"{spec.name}" does not support thinking')
+def _think(spec: RuntimeSpec, think: bool | str | None) -> tuple[str | None, bool | str | None]:
+    """The model's thinking parser and the think value its template gets: a thinking model
+    thinks unless told not to (as in Ollama); think on any other model is refused."""
+    name = parser_name(spec)
+    if name is None:
+        if think is not None and think is not False:
+            raise UnsupportedRequestError(f'"{spec.name}" does not support thinking')
+        return None, think
+    return name, True if think is None else think
 
 
 def _check_images(spec: RuntimeSpec, images: list[str] | None) -> None:
@@ -147,7 +164,7 @@ def _check_images(spec: RuntimeSpec, images: list[str] | None) -> None:
 def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
     from corral.compiler.templates.prompt import chat_prompt
 
-    _check_think(spec, chat.think)
+    thinking, think = _think(spec, chat.think)
     for message in chat.messages:
         _check_images(spec, message.get("images"))
     tools = chat.tools if chat.tools and chat.tool_choice != "none" else None
@@ -156,11 +173,11 @@ def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
     native = template_has_tools(spec.template.source, spec.template.jinja)
     history_has_tools = any(m.get("tool_calls") or m.get("role") == "tool" for m in chat.messages)
     if native:
-        prompt = chat_prompt(spec, chat.messages, tools)
+        prompt = chat_prompt(spec, chat.messages, tools, think)
     elif tools or history_has_tools:
-        prompt = chat_prompt(spec, messages_without_tools(chat.messages, tools, spec.system), None)
+        prompt = chat_prompt(spec, messages_without_tools(chat.messages, tools, spec.system), None, think)
     else:
-        prompt = chat_prompt(spec, chat.messages, None)
+        prompt = chat_prompt(spec, chat.messages, None, think)
     if forced:
         grammar = tool_call_grammar(forced, allow_text=False)
     elif chat.format is not None:
@@ -170,7 +187,8 @@ def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
     else:
         grammar = None
     sampling, stop = _sampling(spec, chat.options)
-    return Plan(prompt, sampling, stop, grammar, [f["name"] for f in fns] if tools else None)
+    return Plan(prompt, sampling, stop, grammar, [f["name"] for f in fns] if tools else None, thinking,
+                think is not False)
 
 
 def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -189,13 +207,14 @@ def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -
 def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
     from corral.compiler.templates.prompt import generate_prompt
 
-    _check_think(spec, gen.think)
+    thinking, think = _think(spec, gen.think)
     _check_images(spec, gen.images)
     if gen.suffix:
         raise UnsupportedRequestError(f'"{spec.name}" does not support insert (suffix)')
-    prompt = generate_prompt(spec, gen.prompt, gen.system, gen.template, gen.raw)
+    prompt = generate_prompt(spec, gen.prompt, gen.system, gen.template, gen.raw, think)
     sampling, stop = _sampling(spec, gen.options)
-    return Plan(prompt, sampling, stop, format_grammar(gen.format))
+    return Plan(prompt, sampling, stop, format_grammar(gen.format), thinking=thinking,
+                show_thinking=think is not False)
 
 
 Planner = Callable[[RuntimeSpec], Plan]
@@ -213,15 +232,19 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
         request = GenerateRequest(id=request_id(), prompt=plan.prompt, sampling=plan.sampling,
                                   stop=plan.stop, grammar=plan.grammar)
         parser = ToolStream(plan.tool_names) if plan.tool_names is not None else None
+        thinker = make_parser(plan.thinking, plan.prompt) if plan.thinking else None
         final: Final | None = None
         async with aclosing(lease.engine.generate(request)) as items:
             async for item in items:
                 if isinstance(item, Final):
                     final = item
                     continue
-                text = parser.feed(item.text) if parser else item.text
-                if text:
-                    yield TextEvent(text)
+                split = thinker.feed(item.text) if thinker else Split(content=item.text)
+                for event in _split_events(split, parser, plan.show_thinking):
+                    yield event
+        if thinker is not None:
+            for event in _split_events(thinker.finish(), parser, plan.show_thinking):
+                yield event
         if parser is not None:
             rest, calls = parser.finish()
             if rest:
@@ -231,6 +254,17 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
         if final is None:
             raise EngineError("the model stopped without finishing its answer")
         yield Done.of(final, lease.load_duration_ns, time.perf_counter_ns() - started)
+
+
+def _split_events(split: Split, tools: ToolStream | None, show_thinking: bool) -> list[Event]:
+    """The events of one parsed piece: its thinking, then its answer (through the tool parser)."""
+    out: list[Event] = []
+    if split.thinking and show_thinking:
+        out.append(ThinkingEvent(split.thinking))
+    text = tools.feed(split.content) if tools and split.content else split.content
+    if text:
+        out.append(TextEvent(text))
+    return out
 
 
 async def count_tokens(scheduler: Scheduler, models: ModelSource, name: str, planner: Planner) -> int:

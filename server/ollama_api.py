@@ -15,7 +15,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json as json_response
 
 from corral.runtime import inference
-from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, TextEvent
+from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, TextEvent, ThinkingEvent
 from corral.runtime.tools import ToolCall
 from corral.server import library_api, models_api
 from corral.server.errors import native_body, render_native
@@ -70,6 +70,12 @@ def _stats(events: list[Event]) -> tuple[str, list[Any], Done]:
     return text, calls, done
 
 
+def _thinking(events: list[Event]) -> dict[str, str]:
+    """The `thinking` field of a merged reply: all of it, left out when there was none."""
+    text = "".join(e.text for e in events if isinstance(e, ThinkingEvent))
+    return {"thinking": text} if text else {}
+
+
 async def generate(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, GenerateBody)
     ctx = request.app.ctx
@@ -86,14 +92,16 @@ async def generate(request: Request) -> HTTPResponse | None:
     def chunk(event: Event, _calls_sent: int) -> dict[str, Any]:
         out: dict[str, Any] = {"model": body.model, "created_at": rfc3339nano(),
                                "response": event.text if isinstance(event, TextEvent) else ""}
+        if isinstance(event, ThinkingEvent):
+            out["thinking"] = event.text
         if isinstance(event, Done):
             return {**out, "done": True, "done_reason": event.done_reason, **event.stats()}
         return {**out, "done": False}
 
     def merge(events: list[Event]) -> dict[str, Any]:
         text, _calls, done = _stats(events)
-        return {"model": body.model, "created_at": rfc3339nano(), "response": text, "done": True,
-                "done_reason": done.done_reason, **done.stats()}
+        return {"model": body.model, "created_at": rfc3339nano(), "response": text, **_thinking(events),
+                "done": True, "done_reason": done.done_reason, **done.stats()}
 
     return await _reply(request, body.stream, events, chunk, merge)
 
@@ -114,6 +122,8 @@ async def chat(request: Request) -> HTTPResponse | None:
 
     def chunk(event: Event, calls_sent: int) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": event.text if isinstance(event, TextEvent) else ""}
+        if isinstance(event, ThinkingEvent):
+            message["thinking"] = event.text
         if isinstance(event, Calls):
             message["tool_calls"] = [native_call(c, calls_sent + i) for i, c in enumerate(event.calls)]
         out = {"model": body.model, "created_at": rfc3339nano(), "message": message}
@@ -123,7 +133,7 @@ async def chat(request: Request) -> HTTPResponse | None:
 
     def merge(events: list[Event]) -> dict[str, Any]:
         text, calls, done = _stats(events)
-        message: dict[str, Any] = {"role": "assistant", "content": text}
+        message: dict[str, Any] = {"role": "assistant", "content": text, **_thinking(events)}
         if calls:
             message["tool_calls"] = [native_call(c, i) for i, c in enumerate(calls)]
         return {"model": body.model, "created_at": rfc3339nano(), "message": message, "done": True,

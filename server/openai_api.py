@@ -24,7 +24,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json as json_response
 
 from corral.runtime import inference
-from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, TextEvent
+from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, TextEvent, ThinkingEvent
 from corral.runtime.structured import response_format_to_format
 from corral.runtime.tools import ToolCall
 from corral.server.errors import BadRequestError, openai_body, render_v1
@@ -74,6 +74,8 @@ def native_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     names_by_id: dict[str, str] = {}
     for m in messages:
         native: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": ""}
+        if m.reasoning:
+            native["thinking"] = m.reasoning
         if isinstance(m.content, str):
             native["content"] = m.content
         elif m.content:
@@ -118,6 +120,13 @@ def _image_data(url: str) -> str:
     return data
 
 
+def _effort(body: ChatCompletionBody) -> str | None:
+    """The reasoning effort asked for: `reasoning.effort` wins over `reasoning_effort`, as in Ollama."""
+    if body.reasoning is not None and body.reasoning.effort is not None:
+        return body.reasoning.effort
+    return body.reasoning_effort
+
+
 def openai_call(call: ToolCall, index: int) -> dict[str, Any]:
     return {"id": call.id, "index": index, "type": "function",
             "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
@@ -134,9 +143,12 @@ async def _sse(request: Request, events: AsyncIterator[Event], render) -> None:
                lambda e: sse_event(openai_body(e)) + SSE_DONE)
 
 
-async def _collect(events: AsyncIterator[Event]) -> tuple[str, list[Any], Done]:
+async def _collect(events: AsyncIterator[Event], thinking: list[str] | None = None) -> tuple[str, list[Any], Done]:
+    """The text, calls and end of a generation; its thinking is appended to `thinking` if given."""
     async with aclosing(events) as it:  # closes the generation at once if the client leaves
         collected = [event async for event in it]
+    if thinking is not None:
+        thinking.extend(e.text for e in collected if isinstance(e, ThinkingEvent))
     text = "".join(e.text for e in collected if isinstance(e, TextEvent))
     calls = [c for e in collected if isinstance(e, Calls) for c in e.calls]
     return text, calls, next(e for e in collected if isinstance(e, Done))
@@ -149,14 +161,17 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
     job = ChatInput(messages=native_messages(body.messages),
                     tools=[t.model_dump() for t in body.tools] if body.tools else None,
                     tool_choice=body.tool_choice, format=response_format_to_format(response_format),
-                    options=_options(body), think=_EFFORT.get(body.reasoning_effort or ""))
+                    options=_options(body), think=_EFFORT.get(_effort(body) or ""))
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
                                             lambda spec: inference.plan_chat(spec, job)))
     head = {"id": f"chatcmpl-{random.randint(0, 998)}", "created": int(time.time()), "model": body.model,
             "system_fingerprint": FINGERPRINT}
     if not body.stream:
-        text, calls, done = await _collect(events)
+        thinking: list[str] = []
+        text, calls, done = await _collect(events, thinking)
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            message["reasoning"] = "".join(thinking)
         if calls:
             message["tool_calls"] = [openai_call(c, i) for i, c in enumerate(calls)]
         finish = "tool_calls" if calls else done.done_reason
@@ -176,6 +191,8 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
         state["role_sent"] = True
         if isinstance(event, TextEvent):
             delta["content"] = event.text
+        elif isinstance(event, ThinkingEvent):
+            delta["reasoning"] = event.text
         else:
             delta["tool_calls"] = [openai_call(c, state["calls"] + i) for i, c in enumerate(event.calls)]
             state["calls"] += len(event.calls)
@@ -204,6 +221,8 @@ async def completions(request: Request) -> HTTPResponse | None:
             if body.include_usage:
                 out.append(sse_event({**head, "choices": [], "usage": usage(event)}))
             return out + [SSE_DONE]
+        if isinstance(event, ThinkingEvent):
+            return []  # a completion carries only the answer
         text = event.text if isinstance(event, TextEvent) else ""
         return [sse_event({**head, "choices": [{"text": text, "index": 0, "finish_reason": None}]})]
 

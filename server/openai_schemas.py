@@ -116,10 +116,20 @@ class ChatCompletionBody(_Sampling):
 
     messages: Annotated[list[ChatMessage], BeforeValidator(_messages)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "ultra", "max"]
+
+
+class Reasoning(_Body):
+    """`reasoning: {"effort": ...}`, the newer spelling of `reasoning_effort` (it wins over it)."""
+
+    effort: Effort | None = None
+
+
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: Annotated[Any, BeforeValidator(_tool_choice)] = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "ultra", "max"] | None = None
+    reasoning_effort: Effort | None = None
+    reasoning: Reasoning | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
     n: int | None = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.compiler.resolve import ParentModel, weights_ref
-from corral.compiler.spec import ChatMessage, RuntimeSpec
+from corral.compiler.spec import THINKING_PARSERS, ChatMessage, RuntimeSpec
 from corral.dsl import parameters as P
 from corral.dsl.ir import Message, ModelDefinition, Parameter, Text
 from corral.store.errors import InvalidManifestError
@@ -35,6 +35,7 @@ class StoredParts:
     parameters: dict[str, Any]
     messages: list[dict[str, str]]
     licenses: tuple[str, ...]
+    parser: str | None = None  # the config's PARSER, when it names a format Corral parses
 
     @property
     def model(self) -> Layer:
@@ -68,7 +69,20 @@ def read_parts(store: Store, manifest: Manifest, name: str) -> StoredParts:
         parameters=params if isinstance(params, dict) else {},
         messages=[m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else [],
         licenses=tuple(text(layer) for layer in manifest.layers_of(MediaType.LICENSE)),
+        parser=_config_parser(store, manifest),
     )
+
+
+def _config_parser(store: Store, manifest: Manifest) -> str | None:
+    """The config blob's `parser` (Ollama's field too); a name Corral does not parse is left out,
+    so a pulled model whose parser is another kind (tool calls, a renderer's) still runs."""
+    path = store.blob_path(manifest.config.digest)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    parser = config.get("parser") if isinstance(config, dict) else None
+    return parser if parser in THINKING_PARSERS else None
 
 
 def definition_of(store: Store, parts: StoredParts) -> ModelDefinition:
@@ -91,6 +105,7 @@ def definition_of(store: Store, parts: StoredParts) -> ModelDefinition:
         messages=tuple(Message(role=m["role"], content=m.get("content", ""))  # type: ignore[arg-type]
                        for m in parts.messages if m.get("role") in ("system", "user", "assistant", "tool")),
         licenses=tuple(Text(value=x) for x in parts.licenses),
+        parser=Text(value=parts.parser) if parts.parser else None,
     )
 
 
@@ -122,6 +137,7 @@ def config_json(spec: RuntimeSpec) -> bytes:
         "context_length": m.context_length,
         "embedding_length": m.embedding_length,
         "requires": spec.requires,
+        "parser": spec.parser,
         "rootfs": {"type": "layers", "diff_ids": []},
     }
     return json.dumps({k: v for k, v in config.items() if v is not None}, separators=(",", ":")).encode()

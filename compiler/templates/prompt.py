@@ -28,20 +28,22 @@ def conversation(spec: RuntimeSpec, messages: Sequence[dict[str, Any]]) -> list[
 
 
 def render(spec: RuntimeSpec, messages: Sequence[dict[str, Any]], tools: list[dict] | None = None,
-           template: str | None = None) -> str:
-    """Render already-assembled messages with the spec's template (or an override)."""
+           template: str | None = None, think: bool | str | None = None) -> str:
+    """Render already-assembled messages with the spec's template (or an override); `think` is
+    the request's, passed to the template's thinking variables."""
     tmpl = template_for(template if template is not None else spec.template.source)
     return tmpl.render(list(messages), tools=tools or None, add_generation_prompt=True,
-                       bos_token=spec.model.bos_token or "", eos_token=spec.model.eos_token or "")
+                       bos_token=spec.model.bos_token or "", eos_token=spec.model.eos_token or "", think=think)
 
 
-def chat_prompt(spec: RuntimeSpec, messages: Sequence[dict[str, Any]], tools: list[dict] | None = None) -> str:
+def chat_prompt(spec: RuntimeSpec, messages: Sequence[dict[str, Any]], tools: list[dict] | None = None,
+                think: bool | str | None = None) -> str:
     """The prompt for a chat request (/api/chat, /v1/chat/completions, `corral run`)."""
-    return render(spec, conversation(spec, messages), tools)
+    return render(spec, conversation(spec, messages), tools, think=think)
 
 
 def generate_prompt(spec: RuntimeSpec, prompt: str, system: str | None = None, template: str | None = None,
-                    raw: bool = False) -> str:
+                    raw: bool = False, think: bool | str | None = None) -> str:
     """The prompt for a completion request (/api/generate, /v1/completions)."""
     if raw:
         return prompt
@@ -49,4 +51,4 @@ def generate_prompt(spec: RuntimeSpec, prompt: str, system: str | None = None, t
     if system or spec.system:
         messages.append({"role": "system", "content": system or spec.system})
     messages.append({"role": "user", "content": prompt})
-    return render(spec, messages, None, template)
+    return render(spec, messages, None, template, think)
