@@ -174,12 +174,20 @@ def _engine(model: RunningModel) -> Any:
 
 
 def kv_usage(model: RunningModel) -> tuple[int, int]:
-    """(KV cells held by running requests, KV cells) of one loaded model, as its worker last said."""
-    report = getattr(_engine(model), "kv_usage", None)
+    """(KV cells held by running requests, KV cells) of one loaded model: the worker's last report
+    (the engine's `pool_stats`, a batching.PoolStats) when it has one, else none used of the plan's."""
+    report = getattr(_engine(model), "pool_stats", None)
     total = model.spec.plan.n_ctx
     if report is None:
         return 0, total
-    return min(report.used, report.total), report.total or total
+    cells = int(getattr(report, "pool_cells", 0)) or total
+    return min(int(getattr(report, "used_cells", 0)), cells), cells
+
+
+def slots(model: RunningModel) -> int:
+    """Sequences the model's worker runs at once (the engine's, else the spec's num_parallel)."""
+    n = getattr(_engine(model), "n_slots", None)
+    return n if isinstance(n, int) and n > 0 else max(1, model.spec.load.num_parallel)
 
 
 def resident_bytes(model: RunningModel) -> int | None:
@@ -240,9 +248,9 @@ class _StateCollector(Collector):
                         ["model"])
         total_running = total_waiting = kv_used = kv_cells = 0
         for r in running:
-            slots = max(1, r.spec.load.num_parallel)
-            busy = min(r.in_flight, slots)
-            queued = max(0, r.in_flight - slots)
+            n = slots(r)
+            busy = min(r.in_flight, n)
+            queued = max(0, r.in_flight - n)
             used, cells = kv_usage(r)
             plan = r.spec.plan
             total_running += busy
@@ -250,7 +258,7 @@ class _StateCollector(Collector):
             kv_used += used
             kv_cells += cells
             for name, value in (("corral_model_requests_running", busy), ("corral_model_requests_waiting", queued),
-                                ("corral_model_slots", slots), ("corral_model_slot_usage_ratio", busy / slots),
+                                ("corral_model_slots", n), ("corral_model_slot_usage_ratio", busy / n),
                                 ("corral_model_kv_cache_usage_ratio", used / cells if cells else 0.0),
                                 ("corral_model_kv_cache_cells", cells),
                                 ("corral_model_load_seconds", r.load_duration_ns / 1e9),

@@ -12,6 +12,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -228,3 +229,54 @@ def test_worker_crashes_are_read_from_the_scheduler(fake):
     (running,) = fake.scheduler.running()
     running.engine.inner.crashes = 2  # what a real Engine counts when its worker dies or hangs
     assert value(scrape(fake.client), "corral_worker_crashes", "corral_worker_crashes_total") == 2
+
+
+def test_kv_cache_usage_is_the_workers_last_report(fake):
+    """The engine keeps its worker's last pool report (`pool_stats`); /metrics divides what running
+    requests hold by the pool, per model and over the server."""
+    assert fake.client.post("/api/chat", json=CHAT).status_code == 200
+    (running,) = fake.scheduler.running()
+    running.engine.inner.pool_stats = SimpleNamespace(pool_cells=2048, used_cells=512)
+    m = scrape(fake.client)
+    assert value(m, "corral_model_kv_cache_usage_ratio", model=MODEL) == 0.25
+    assert value(m, "corral_model_kv_cache_cells", model=MODEL) == 2048
+    assert value(m, "corral_kv_cache_usage_perc") == 0.25
+
+
+@pytest.mark.model
+def test_a_real_model_scraped_after_two_generations(tmp_path, smollm2_gguf):
+    import ollama
+
+    from tests.server.test_end_to_end import make_store
+
+    store = make_store(tmp_path, smollm2_gguf)
+    app = create_app(Settings(models=store, num_parallel=2, keep_alive="-1"), name="corral_metrics_e2e")
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        native = ollama.Client(host=server.url, timeout=300)
+        answers = [native.generate(model="smol", prompt=p, options={"temperature": 0, "num_predict": 5})
+                   for p in ("Why is the sky blue?", "Name a colour.")]
+        m = scrape(client)
+        model = "smol:latest"
+        assert value(m, "corral_prompt_tokens", "corral_prompt_tokens_total", model=model, key="") == \
+            sum(a.prompt_eval_count for a in answers)
+        assert value(m, "corral_generation_tokens", "corral_generation_tokens_total", model=model, key="") == \
+            sum(a.eval_count for a in answers)
+        for family in ("corral_time_to_first_token_seconds", "corral_request_duration_seconds"):
+            assert value(m, family, family + "_count", model=model) == 2
+        assert value(m, "corral_model_memory_resident_bytes", model=model) > 50 << 20  # the weights, paged in
+        assert value(m, "corral_model_load_seconds", model=model) > 0
+        assert value(m, "corral_num_requests_running") == 0 and value(m, "corral_num_requests_waiting") == 0
+        assert 0 <= value(m, "corral_kv_cache_usage_perc") <= 1
+
+
+def test_library_reloads_and_their_errors_are_counted(fake, tmp_path):
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "good.Modelfile").write_text("FROM smol\n")
+    (library / "bad.Modelfile").write_text("FROM smol\nPARAMETER temprature 1\n")
+    answer = fake.client.post("/api/library/apply", json={"path": str(library)})
+    assert answer.status_code == 200, answer.text
+    assert sorted(c["action"] for c in answer.json()["changes"]) == ["create", "error"]
+    m = scrape(fake.client)
+    assert value(m, "corral_library_reloads", "corral_library_reloads_total") == 1
+    assert value(m, "corral_library_reload_errors", "corral_library_reload_errors_total") == 1
