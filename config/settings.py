@@ -127,6 +127,28 @@ class Settings(BaseSettings):
         "wildcards); localhost, 127.0.0.1, 0.0.0.0 and app://, file://, tauri://, vscode-webview:// "
         "and vscode-file:// origins are always allowed.",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra names the `Host` header may carry (CORRAL_ALLOWED_HOSTS, comma-separated, "
+        "`*.example.com` wildcards, no port), against DNS rebinding: on a loopback address only "
+        "localhost, `*.localhost`, 127.x.x.x and [::1] pass by default, any other name gets 403; on "
+        "another address nothing is checked unless names are set here.",
+    )
+    max_request_size: int = Field(
+        default=100_000_000, ge=1024,
+        description="The largest request body in bytes (CORRAL_MAX_REQUEST_SIZE), images included; "
+        "larger is refused with 413. Blob uploads have their own limit.",
+    )
+    max_blob_size: int = Field(
+        default=2**40, ge=1,
+        description="The largest blob `POST /api/blobs` stores, in bytes (CORRAL_MAX_BLOB_SIZE; default "
+        "1 TiB); a larger upload is refused with 413 and nothing of it is kept.",
+    )
+    read_timeout: float = Field(
+        default=60, gt=0,
+        description="Seconds a client has to send a request's headers and body (CORRAL_READ_TIMEOUT); a "
+        "blob upload may instead pause no longer than this between two chunks.",
+    )
     omp_wait_policy: str | None = Field(
         default=None,
         description="OMP_WAIT_POLICY for the model workers only (CORRAL_OMP_WAIT_POLICY): unset keeps "
@@ -256,7 +278,7 @@ class Settings(BaseSettings):
             raise ValueError(str(e)) from None
         return value.strip().strip("\"'")
 
-    @field_validator("origins", mode="before")
+    @field_validator("origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

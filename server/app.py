@@ -25,7 +25,7 @@ from sanic.response import HTTPResponse, empty, text
 from corral.config.settings import Settings
 from corral.runtime.compose import ModelCatalog, Runtime
 from corral.runtime.scheduler import Scheduler
-from corral.server import guard, metrics, ollama_api, openai_api
+from corral.server import guard, hosts, limits, metrics, ollama_api, openai_api
 from corral.server.errors import render_any
 from corral.sources.library import Library
 from corral.store.store import Store
@@ -93,6 +93,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, scheduler:
     app.config.RESPONSE_TIMEOUT = RESPONSE_TIMEOUT_SECONDS
     app.config.NOISY_EXCEPTIONS = False
     app.config.FALLBACK_ERROR_FORMAT = "json"
+    limits.configure(app, settings)
 
     app.add_route(root, "/", methods=["GET", "HEAD"])
     app.blueprint(ollama_api.blueprint())
@@ -102,6 +103,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, scheduler:
     app.register_listener(_start, "before_server_start")
     app.register_listener(_stop, "after_server_stop")
     metrics.install(app)  # after _start, whose scheduler it meters; before the guard, so refusals count
+    hosts.register(app)  # first: a refused Host or Origin reaches nothing else
     app.register_middleware(_preflight, "request")
     guard.install(app)  # API keys, scopes and rate limits (server/guard.py)
     app.register_middleware(_cors, "response")

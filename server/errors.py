@@ -18,12 +18,13 @@ What each error answers is chosen here and nowhere else (`status_of`):
 Bodies: the native API answers `{"error": "<message>"}`, the OpenAI API
 `{"error": {"message", "type", "param", "code"}}` with the type taken from the status as Ollama
 does, and the Anthropic one (/v1/messages) `{"type": "error", "error": {"type", "message"}}`.
- ServerBusyError (503) also sends `Retry-After`.
+ServerBusyError (503) also sends `Retry-After`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from sanic import Request
@@ -64,12 +65,17 @@ class BadRequestError(ApiError):
     """The body is missing, is not JSON, or a field has a value the API does not accept."""
 
 
+class ForbiddenError(ApiError):
+    """A request the server will not answer for who sent it: a Host or Origin it does not allow."""
+
+
 _SANIC_MESSAGES = {404: "404 page not found", 405: "405 method not allowed"}
 
 
 STATUS: dict[type[CorralError], int] = {
     # the server's own refusals
     ApiError: 400,
+    ForbiddenError: 403,
     # a definition (stored, or in the library) that does not compile is the client's to fix
     DefinitionError: 400,
     CompileError: 400,
@@ -122,13 +128,27 @@ def status_of(exc: BaseException) -> int:
 
 
 def message_of(exc: BaseException) -> str:
-    """The client-facing text of an exception (no traceback, no source excerpt)."""
+    """The client-facing text of an exception: no traceback, no source excerpt, no host path."""
     if isinstance(exc, SanicException):
         return _SANIC_MESSAGES.get(int(exc.status_code), str(exc))
+    if not isinstance(exc, CorralError):
+        # A bug's text may hold anything (paths, values from the environment): the log has it.
+        return INTERNAL_MESSAGE
     message = getattr(exc, "message", None)
-    if isinstance(message, str) and message:
-        return message
-    return str(exc) or type(exc).__name__
+    text = message if isinstance(message, str) and message else str(exc) or type(exc).__name__
+    return strip_paths(text)
+
+
+INTERNAL_MESSAGE = "internal error; the server log has the details"
+
+# An absolute path: after a start, a space, a quote or '=' (not a URL's path, which follows its host),
+# with at least two parts; the API's own routes are not host paths.
+_ABSOLUTE = re.compile(r"""(?<![^\s'"=(])/(?!(?:api|v1|v2)/)[^\s'"`,;:()<>]*/[^\s'"`,;:()<>]*""")
+
+
+def strip_paths(text: str) -> str:
+    """`text` with each absolute host path cut to its last part: `/home/u/m/x.gguf` -> `x.gguf`."""
+    return _ABSOLUTE.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] or "/", text)
 
 
 def headers_of(exc: BaseException) -> dict[str, str]:

@@ -20,18 +20,21 @@ import logging
 import queue
 import threading
 from contextlib import aclosing
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from sanic import Blueprint, Request
+from sanic.exceptions import PayloadTooLarge, RequestTimeout
 from sanic.response import HTTPResponse, empty, json as json_response
 
 from corral.registry.access import RegistryAccess
 from corral.registry.events import SUCCESS, ProgressEvent
-from corral.store.names import parse_digest
-from corral.runtime.scheduler import cpu_reason
+from corral.compiler.resolve import DIGEST, looks_like_path
+from corral.store.names import is_valid_name, parse as parse_name, parse_digest
 from corral.server.errors import BadRequestError, native_body
+from corral.runtime.scheduler import cpu_reason
 from corral.server.metrics import processor
 from corral.server.schemas import CopyBody, CreateBody, DeleteBody, ShowBody, TransferBody, parse_body
 from corral.server.streaming import NDJSON, LazyStream, ndjson_line, pump, rfc3339nano
@@ -223,8 +226,30 @@ async def create(request: Request) -> HTTPResponse | None:
                 raise BadRequestError("file path must be relative", param=field)
             parse_digest(digest)
     fields = body.model_dump(by_alias=True, exclude_none=True, exclude={"model", "stream", "insecure"})
+    if body.from_ and not body.files:
+        _check_from(body.from_)
     updates = _create_progress(request.app.ctx, body.model, fields, body.insecure)
     return await _statuses(request, body.stream, updates)
+
+
+_NOT_A_PATH = ("from must be a model name or the digest of an uploaded blob (sha256:<64 hex digits>); "
+               "over HTTP a path on the server is never read: upload the file with POST /api/blobs/<digest> "
+               "and name it in 'files', as `corral create` does")
+
+
+def _check_from(value: str) -> None:
+    """A request's `from` must be a blob digest or a model name: a path is refused with one message
+    whatever is there, so the answer says nothing of the server's files (CVE-2024-39719)."""
+    if not DIGEST.match(value) and (looks_like_path(value) or not is_valid_name(value)):
+        raise BadRequestError(_NOT_A_PATH, param="from")
+
+
+def _as_name(store_root: Path, value: str) -> str:
+    """A checked `from` as the compiler is to read it: a name that is also a path under the store
+    root (`blobs`, `manifests/...`), where the compiler looks for files, in its full form."""
+    if DIGEST.match(value) or not (store_root / value).exists():
+        return value
+    return str(parse_name(value))
 
 
 async def _create_progress(ctx: AppContext, name: str, fields: dict[str, Any],
@@ -243,6 +268,8 @@ async def _create_progress(ctx: AppContext, name: str, fields: dict[str, Any],
             if item.get("status") != SUCCESS:
                 emit(item)
 
+        if isinstance(fields.get("from"), str) and not fields.get("files"):
+            fields["from"] = _as_name(ctx.settings.models, fields["from"])  # the store's root
         create_from_request(ctx.store, ctx.models, name, fields, say,
                             fetch=lambda base: _pull(ctx, base, insecure, pulled, cancel))
 
@@ -282,12 +309,30 @@ async def blob_exists(request: Request, digest: str) -> HTTPResponse:
 _ABORT = object()
 
 
+async def _read(request: Request, timeout: float) -> bytes | None:
+    """The next chunk of a streamed body; a client that sends nothing for `timeout` seconds is cut off."""
+    try:
+        return await asyncio.wait_for(request.stream.read(), timeout)
+    except asyncio.TimeoutError:
+        raise RequestTimeout("the upload stalled (CORRAL_READ_TIMEOUT)") from None
+
+
 async def blob_upload(request: Request, digest: str) -> HTTPResponse:
-    """Store the body as a blob, checking its sha256; 201 when stored, 200 when already there."""
+    """Store the body as a blob, checking its sha256; 201 when stored, 200 when already there.
+
+    The body may not exceed CORRAL_MAX_BLOB_SIZE (413 at the header when its length says so, or as
+    soon as the bytes read pass it) nor pause longer than CORRAL_READ_TIMEOUT; either way the
+    writer drops its temporary file, so nothing of the upload stays in the store."""
+    settings = request.app.ctx.settings
     store = request.app.ctx.store
     parsed = parse_digest(digest)
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > settings.max_blob_size:
+        raise PayloadTooLarge(f"the blob is larger than the {settings.max_blob_size} bytes allowed "
+                              "(CORRAL_MAX_BLOB_SIZE)")
     if await asyncio.to_thread(store.has_blob, parsed):
         return empty(status=200)
+    request.stream.request_max_size = settings.max_blob_size  # Sanic lifts it for streamed bodies
     chunks: queue.Queue[Any] = queue.Queue(maxsize=64)
 
     def produce():
@@ -298,7 +343,7 @@ async def blob_upload(request: Request, digest: str) -> HTTPResponse:
 
     writer = asyncio.ensure_future(asyncio.to_thread(store.put_blob_stream, produce(), parsed))
     try:
-        while (data := await request.stream.read()) is not None:
+        while (data := await _read(request, settings.read_timeout)) is not None:
             while True:
                 try:
                     chunks.put_nowait(data)

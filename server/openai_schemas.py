@@ -13,11 +13,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from corral.server.limits import (MAX_CHOICES, MAX_DIMENSIONS, MAX_INPUTS, MAX_MESSAGES, MAX_STOP_LENGTH, MAX_STOPS,
+                                  MAX_TOKENS, MAX_TOOLS, OPTION_RANGES)
 from corral.server.schemas import ModelField, Tool
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: a string where a bool or a number belongs is an error naming the field, not coerced
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 def _stop(value: Any) -> Any:
@@ -34,7 +37,9 @@ def _stop(value: Any) -> Any:
     raise PydanticCustomError("stop", "invalid type for 'stop' field: {kind}", {"kind": type(value).__name__})
 
 
-Stop = Annotated[list[str] | None, BeforeValidator(_stop)]
+Stop = Annotated[list[Annotated[str, Field(max_length=MAX_STOP_LENGTH)]] | None, BeforeValidator(_stop),
+                 Field(max_length=MAX_STOPS)]
+Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
 
 
 class StreamOptions(_Body):
@@ -45,8 +50,8 @@ class _Sampling(_Body):
     model: ModelField
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    seed: int | None = None
+    max_tokens: Tokens | None = None
+    seed: Annotated[int, Field(ge=OPTION_RANGES["seed"][0], le=OPTION_RANGES["seed"][1])] | None = None
     stop: Stop = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -111,11 +116,6 @@ def _tool_choice(value: Any) -> Any:
         '"function": {"name": ...}}, got {raw}', {"raw": json.dumps(value)})
 
 
-class ChatCompletionBody(_Sampling):
-    """POST /v1/chat/completions."""
-
-    messages: Annotated[list[ChatMessage], BeforeValidator(_messages)]
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
 Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "ultra", "max"]
 
 
@@ -125,14 +125,19 @@ class Reasoning(_Body):
     effort: Effort | None = None
 
 
+class ChatCompletionBody(_Sampling):
+    """POST /v1/chat/completions."""
+
+    messages: Annotated[list[ChatMessage], BeforeValidator(_messages), Field(max_length=MAX_MESSAGES)]
+    max_completion_tokens: Tokens | None = None
     response_format: ResponseFormat | None = None
-    tools: list[Tool] | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Annotated[Any, BeforeValidator(_tool_choice)] = None
     reasoning_effort: Effort | None = None
     reasoning: Reasoning | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
-    n: int | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
 
 
 def _prompt(value: Any) -> Any:
@@ -147,7 +152,7 @@ class CompletionBody(_Sampling):
     prompt: Annotated[str, BeforeValidator(_prompt)]
     suffix: str | None = None
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
 
 def _input(value: Any) -> Any:
@@ -171,6 +176,6 @@ class EmbeddingBody(_Body):
     """POST /v1/embeddings."""
 
     model: ModelField
-    input: Annotated[list[str], BeforeValidator(_input)]
-    dimensions: Annotated[int, Field(ge=1)] | None = None
+    input: Annotated[list[str], BeforeValidator(_input), Field(max_length=MAX_INPUTS)]
+    dimensions: Annotated[int, Field(ge=1, le=MAX_DIMENSIONS)] | None = None
     encoding_format: Annotated[str, BeforeValidator(_encoding)] = "float"

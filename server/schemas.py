@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
@@ -19,6 +20,8 @@ from pydantic_core import PydanticCustomError
 from corral.dsl.parameters import DEPRECATED, PARAMETERS, ParamValueError, coerce
 from corral.config.durations import DurationError, parse_keep_alive
 from corral.server.errors import BadRequestError
+from corral.server.limits import (DEPTH_MESSAGE, MAX_CONTEXT_TOKENS, MAX_DIMENSIONS, MAX_INPUTS, MAX_JSON_DEPTH,
+                                  MAX_MESSAGES, MAX_NAME_LENGTH, MAX_TOOLS, json_depth, option_problem)
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +33,15 @@ def parse_body(raw: bytes | None, model: type[Body]) -> Body:
     if not raw or not raw.strip():
         raise BadRequestError("missing request body")
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise BadRequestError(DEPTH_MESSAGE) from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, and Python's limit on integer digits
         raise BadRequestError(f"invalid JSON in the request body: {e}") from None
     if not isinstance(data, dict):
         raise BadRequestError(f"the request body must be a JSON object, got {_json_type(data)}")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise BadRequestError(DEPTH_MESSAGE)
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -58,6 +65,17 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
     return "; ".join(parts), first
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
 def _json_type(value: object) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
@@ -67,6 +85,9 @@ def _json_type(value: object) -> str:
 def _model_name(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("model_required", "model is required")
+    if len(value) > MAX_NAME_LENGTH:  # refused here, before any message could echo it back
+        raise PydanticCustomError("name_length", "the name is {length} characters long; the limit is {limit}",
+                                  {"length": len(value), "limit": MAX_NAME_LENGTH})
     return value
 
 
@@ -128,6 +149,9 @@ def _options(value: Any) -> Any:
             checked[key] = coerce(spec, raw)
         except ParamValueError as e:
             raise PydanticCustomError("option", str(e), {"subloc": (key,)}) from None
+        problem = option_problem(key, checked[key])
+        if problem:
+            raise PydanticCustomError("option", problem, {"subloc": (key,)})
     return checked
 
 
@@ -144,7 +168,8 @@ def _null_is_empty(value: Any) -> Any:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # strict: a string where a bool or a number belongs is an error naming the field, not coerced
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
 
 def _name_alias(data: Any) -> Any:
@@ -225,7 +250,7 @@ class GenerateBody(_Inference):
     suffix: str = ""
     system: str | None = None
     template: str | None = None
-    context: list[int] | None = None
+    context: Annotated[list[Annotated[int, Field(ge=0, lt=2**31)]], Field(max_length=MAX_CONTEXT_TOKENS)] | None = None
     raw: bool = False
     images: list[str] | None = None
 
@@ -239,8 +264,8 @@ class GenerateBody(_Inference):
 class ChatBody(_Inference):
     """POST /api/chat."""
 
-    messages: list[Message] = Field(default_factory=list)
-    tools: list[Tool] | None = None
+    messages: Annotated[list[Message], Field(max_length=MAX_MESSAGES)] = Field(default_factory=list)
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
 
 
 def _embed_input(value: Any) -> Any:
@@ -257,9 +282,9 @@ class EmbedBody(_Body):
     """POST /api/embed."""
 
     model: ModelField
-    input: Annotated[list[str], BeforeValidator(_embed_input)] = Field(default_factory=list)
+    input: Annotated[list[str], BeforeValidator(_embed_input), Field(max_length=MAX_INPUTS)] = Field(default_factory=list)
     truncate: bool = True
-    dimensions: Annotated[int, Field(ge=1)] | None = None
+    dimensions: Annotated[int, Field(ge=1, le=MAX_DIMENSIONS)] | None = None
     keep_alive: KeepAlive = None
     options: Options = Field(default_factory=dict)
 

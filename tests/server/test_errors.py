@@ -63,7 +63,7 @@ ERRORS = [
      "the input length exceeds the context length"),
     (WorkerCrashedError("the model worker crashed"), 500, "the model worker crashed"),
     (TemplateError("template error: unexpected end"), 400, "template error: unexpected end"),
-    (RuntimeError("boom"), 500, "boom"),
+    (RuntimeError("boom /home/u/x"), 500, "internal error; the server log has the details"),  # a bug's text stays in the log
 ]
 
 

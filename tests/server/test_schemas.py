@@ -30,7 +30,7 @@ BAD = [
      "messages.0.role: Input should be 'system', 'user', 'assistant' or 'tool'"),
     (ChatBody, {"model": "m", "messages": [{"content": "x"}]}, "messages.0.role: Field required"),
     (ChatBody, {"model": "m", "messages": "hi"}, "messages: Input should be a valid list"),
-    (ChatBody, {"model": "m", "stream": "often"}, "stream: Input should be a valid boolean, unable to interpret input"),
+    (ChatBody, {"model": "m", "stream": "often"}, "stream: Input should be a valid boolean"),
     (ChatBody, {"model": "m", "keep_alive": "300"}, 'keep_alive: time: missing unit in duration "300"'),
     (ChatBody, {"model": "m", "keep_alive": True}, "keep_alive: Unsupported type: 'bool'"),
     (ChatBody, {"model": "m", "format": "xml"},
