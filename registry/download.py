@@ -3,8 +3,9 @@
     blobs/sha256-<hex>-partial        the blob's bytes as they arrive (sparse, the blob's full size)
     blobs/sha256-<hex>-partial.json   {"size": N, "parts": [[start, end, done], ...]}: what is there
 
-A blob is cut into parts (`Range: bytes=a-b`), fetched by a few threads at once and written in
-place with pwrite, so memory stays flat whatever the size. The sidecar records how far each part
+A blob is cut into parts (`Range: bytes=a-b`), fetched in order by one thread while the bytes
+arrive fast and by up to a few threads at once when they do not (TransferOptions.fast_stream), and
+written in place with pwrite, so memory stays flat whatever the size. The sidecar records how far each part
 got; it is saved five times a second while bytes move and whenever the download stops (an error,
 Ctrl-C, a cancel), always after the bytes it claims were written, so a dropped connection is
 retried from where it broke and a pull started again (another process, after a restart, after a
@@ -12,9 +13,10 @@ SIGKILL) fetches only what is missing. A part that fails is retried with exponen
 progress resets its count. A registry that ignores Range gets one sequential download from the
 start.
 
-While parts download, the bytes already contiguous from the start are hashed, and once hashed are
-handed to the kernel to write to disk, so verifying and the final fsync mostly overlap the
-transfer. `commit` hashes the rest of the finished partial file and renames it to
+While parts download, the bytes already contiguous from the start are hashed (from memory by the
+part the hash has reached, as each chunk is written; read back from the file for parts that
+finished ahead of it), and once hashed are handed to the kernel to write to disk, so verifying and
+the final fsync mostly overlap the transfer. `commit` hashes the rest of the finished partial file and renames it to
 `blobs/sha256-<hex>` only if the sha256 matches; otherwise both partial files are removed and
 DigestMismatchError is raised, so wrong bytes never enter the store. An exclusive flock on the
 partial file keeps two pulls of the same blob (threads or processes) from writing it at once; the
@@ -31,6 +33,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable
@@ -46,7 +49,8 @@ from corral.registry.manifests import Limits
 
 HASH_CHUNK = 1 << 20
 SAVE_EVERY = 0.2  # seconds between sidecar saves while bytes move (what a killed pull keeps)
-HASH_AHEAD = 16 << 20  # bytes hashed at a time, behind the download
+HASH_AHEAD = 16 << 20  # bytes hashed at a time from the file; bytes between write-back hints
+RAMP_WINDOW = 0.5  # seconds over which a download's speed is judged before another part joins
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,12 @@ class TransferOptions:
     min_part_size: int = 64 << 20
     max_part_size: int = 1 << 30
     max_parts: int = 16  # a blob is cut into at most this many parts (within the part sizes)
-    parallel: int = 4  # parts fetched at once
+    parallel: int = 4  # parts fetched at once, at most
+    # One part is fetched at a time while the bytes arrive at least this fast (bytes a second);
+    # each RAMP_WINDOW slower than that lets one more part join, up to `parallel`. A fast link (a
+    # LAN or loopback mirror) gets one stream, hashed from memory as it arrives; a slow or distant
+    # one gets parallel connections. 0: `parallel` parts from the start.
+    fast_stream: int = 256 << 20
     retries: int = 5  # attempts of a part in a row that make no progress, after the first
     retry_delay: float = 0.5  # seconds before the first retry; doubled each time, at most 30
     timeout: float = 60.0  # seconds without a byte before a connection counts as dropped
@@ -110,6 +119,8 @@ class PartialBlob:
         self.fd = -1
         self.hasher = hashlib.sha256()  # over bytes [0, hashed): hashed while the rest downloads
         self.hashed = 0
+        self.written_back = 0  # bytes [0, written_back) were handed to the kernel to write to disk
+        self.hash_lock = threading.Lock()  # one hasher at a time: the file's, or a part's from memory
 
     def done_bytes(self) -> int:
         """What an earlier download left (0 when unknown); reads without the lock, for planning."""
@@ -185,17 +196,44 @@ class PartialBlob:
         The bytes hashed are then handed to the kernel to write back (they never change again), so
         the fsync in `commit` finds little left to write instead of the whole blob.
         """
-        start, stop = self.hashed, min(end, self.hashed + budget)
+        with self.hash_lock:
+            self._hash_file(min(end, self.hashed + budget))
+            self._write_back(force=True)
+
+    def _hash_file(self, stop: int) -> None:
         buffer = bytearray(HASH_CHUNK)
         view = memoryview(buffer)
         while self.hashed < stop and (n := os.preadv(self.fd, [view[:min(HASH_CHUNK, stop - self.hashed)]], self.hashed)):
             self.hasher.update(view[:n])
             self.hashed += n
-        if self.hashed > start:
-            _write_back(self.fd, start, self.hashed - start)
+
+    def hash_written(self, part: Part, offset: int, chunk: bytes) -> None:
+        """Hash `chunk`, just written at `offset` in `part`, from memory once the hash has reached the part.
+
+        The part's bytes before `offset` that the hash lacks (written before it got there) are read
+        back first. Bytes of later parts wait for `hash_to`. Hashing from memory saves a second
+        copy of every byte (hashlib lets go of the GIL, so other parts keep arriving meanwhile).
+        """
+        if not part.start <= self.hashed <= offset or not self.hash_lock.acquire(blocking=False):
+            return
+        try:
+            if part.start <= self.hashed <= offset:
+                self._hash_file(offset)
+                self.hasher.update(chunk)
+                self.hashed += len(chunk)
+                self._write_back()
+        finally:
+            self.hash_lock.release()
+
+    def _write_back(self, force: bool = False) -> None:
+        """Hand the hashed bytes not yet handed to the kernel to write (in steps of HASH_AHEAD unless `force`)."""
+        if self.hashed - self.written_back >= (1 if force else HASH_AHEAD):
+            _write_back(self.fd, self.written_back, self.hashed - self.written_back)
+            self.written_back = self.hashed
 
     def restart_hash(self) -> None:
-        self.hasher, self.hashed = hashlib.sha256(), 0
+        with self.hash_lock:
+            self.hasher, self.hashed, self.written_back = hashlib.sha256(), 0, 0
 
     def commit(self) -> None:
         """Hash the rest of the finished file; rename it into blobs/ if it matches, else remove it and raise."""
@@ -245,22 +283,31 @@ class BlobDownload:
             self._run_parts(on_progress)
 
     def _run_parts(self, on_progress: Callable[[int], None]) -> None:
-        pending = [p for p in self.partial.parts if p.remaining > 0]
+        pending = deque(p for p in self.partial.parts if p.remaining > 0)
         if not pending:
             return
         pool = ThreadPoolExecutor(max_workers=min(self.options.parallel, len(pending)), thread_name_prefix="corral-pull")
-        futures: set[Future[None]] = {pool.submit(self._fetch_part, p) for p in pending}
+        futures: set[Future[None]] = set()
+        width = 1 if self.options.fast_stream > 0 else self.options.parallel  # parts wanted at once
         finished = threading.Event()
         hasher = threading.Thread(target=self._hash_behind, args=(finished,), name="corral-hash", daemon=True)
         hasher.start()
         last, saved = -1, time.monotonic()
+        window, window_bytes = saved, self.downloaded
         try:
-            while futures:
+            while futures or pending:
+                while pending and len(futures) < width:
+                    futures.add(pool.submit(self._fetch_part, pending.popleft()))  # in order: the hash front first
                 done, futures = wait(futures, timeout=self.options.interval, return_when=FIRST_EXCEPTION)
                 for future in done:
                     future.result()
                 if self.cancel.is_set():
                     raise TransferCancelledError("pull")
+                now = time.monotonic()
+                if now - window >= RAMP_WINDOW:
+                    if self.downloaded - window_bytes < self.options.fast_stream * (now - window):
+                        width = min(width + 1, self.options.parallel)
+                    window, window_bytes = now, self.downloaded
                 with self._lock:
                     completed = self.partial.completed
                     if done or time.monotonic() - saved >= SAVE_EVERY:
@@ -283,11 +330,18 @@ class BlobDownload:
                 self.partial.save()
 
     def _hash_behind(self, finished: threading.Event) -> None:
-        """Hash the bytes contiguous from the start as they arrive, so verifying overlaps downloading."""
+        """Hash the bytes contiguous from the start as they arrive, so verifying overlaps downloading.
+
+        The part the hash has reached hashes its own bytes from memory (PartialBlob.hash_written);
+        this thread reads the file for the parts after it that finished first, once it is done,
+        and for whatever is left when the download is over.
+        """
         while not self._stop.is_set():
             with self._lock:
                 end = self.partial.contiguous()
-            if end > self.partial.hashed:
+                hashed = self.partial.hashed
+                front_done = all(p.remaining == 0 for p in self.partial.parts if p.start <= hashed < p.end)
+            if end > hashed and (front_done or finished.is_set()):
                 self.partial.hash_to(end, budget=HASH_AHEAD)
             elif finished.is_set():
                 return
@@ -335,10 +389,12 @@ class BlobDownload:
             for chunk in resp.iter_raw():
                 if len(chunk) > part.remaining:
                     raise BlobTransferError(str(digest), "the registry sent more bytes than were asked for")
-                os.pwrite(self.partial.fd, chunk, part.offset)
+                at = part.offset
+                os.pwrite(self.partial.fd, chunk, at)
                 with self._lock:
                     part.done += len(chunk)
                     self.downloaded += len(chunk)
+                self.partial.hash_written(part, at, chunk)
                 if self._stop.is_set() or self.cancel.is_set():
                     return  # after keeping what arrived
             if part.remaining > 0:
