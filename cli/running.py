@@ -48,7 +48,7 @@ def ps(args: argparse.Namespace) -> int:
     for m in models:
         if m.get("cpu_reason"):
             console.print(f"{m.get('name', '')} runs on the CPU although this machine has a GPU: {m['cpu_reason']}",
-                          highlight=False, markup=False)
+                          highlight=False, markup=False, soft_wrap=True)
     return ExitCode.OK
 
 

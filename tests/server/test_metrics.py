@@ -203,11 +203,13 @@ def starved(tmp_path, fake_store):
     scheduler = Scheduler(models, SchedulerSettings(gpus=len(inventory.devices)), engine_factory=ScriptedEngines())
     app = create_app(settings, scheduler=scheduler, models=models, store=store)
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client, models
+        yield client, models, server
 
 
-def test_a_model_on_the_cpu_beside_a_gpu_is_warned_about_and_shown_in_ps(starved, caplog):
-    client, models = starved
+def test_a_model_on_the_cpu_beside_a_gpu_is_warned_about_and_shown_in_ps(starved, caplog, capsys, monkeypatch):
+    from corral.cli.main import main
+
+    client, models, server = starved
     reason = models.spec("smol").plan.reasons[-1]
     assert reason.startswith("no layer fits on GPU: GPU 0 (NVIDIA T4, 64.0 MiB free)")
     with caplog.at_level(logging.WARNING, logger="corral.runtime.scheduler"):
@@ -216,6 +218,13 @@ def test_a_model_on_the_cpu_beside_a_gpu_is_warned_about_and_shown_in_ps(starved
     assert warnings == [f"{MODEL} runs on the CPU although this machine has 1 GPU(s): {reason}"]
     (row,) = client.get("/api/ps").json()["models"]
     assert (row["processor"], row["cpu_reason"], row["size_vram"]) == ("cpu", reason, 0)
+    monkeypatch.setenv("CORRAL_HOST", f"127.0.0.1:{server.port}")
+    capsys.readouterr()
+    assert main(["ps"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL"]
+    assert "100% CPU" in lines[1]
+    assert lines[2:] == [f"{MODEL} runs on the CPU although this machine has a GPU: {reason}"]
 
 
 def test_a_cpu_only_machine_shows_no_cpu_reason(fake):
@@ -280,3 +289,21 @@ def test_library_reloads_and_their_errors_are_counted(fake, tmp_path):
     m = scrape(fake.client)
     assert value(m, "corral_library_reloads", "corral_library_reloads_total") == 1
     assert value(m, "corral_library_reload_errors", "corral_library_reload_errors_total") == 1
+
+
+def test_tokens_are_counted_per_key_and_refusals_by_status(fake):
+    from corral.auth.keys import KeyFile
+    from corral.auth.scopes import Scope
+
+    keys = KeyFile(fake.settings.models.parent)
+    team, _ = keys.add("team-a", Scope.INFERENCE)
+    ops, _ = keys.add("ops", Scope.ADMIN)
+    for key, times in ((team, 2), (ops, 1)):
+        for _ in range(times):
+            assert fake.client.post("/api/chat", json=CHAT, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert fake.client.post("/api/chat", json=CHAT).status_code == 401
+    m = scrape(fake.client)  # from loopback: open even now that keys exist
+    assert value(m, "corral_prompt_tokens", "corral_prompt_tokens_total", model=MODEL, key="team-a") == 2 * 7
+    assert value(m, "corral_generation_tokens", "corral_generation_tokens_total", model=MODEL, key="ops") == 3
+    assert value(m, "corral_http_requests", "corral_http_requests_total",
+                 route="/api/chat", method="POST", status="401") == 1
