@@ -160,3 +160,20 @@ def test_openai_reasoning_in_history_reaches_the_template(fake, tmp_path):
         {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "reasoning": "R"},
         {"role": "user", "content": "Q2"}]})
     assert fake.engines.requests[-1].prompt == "Q<think>R</think>AQ2"
+
+
+def test_the_repl_sets_think_and_nothink_and_shows_the_thinking(thinker, capsys):
+    from corral.cli.client import Client
+    from corral.cli.repl import Repl
+    from corral.cli.run import ServerSession
+
+    lines_in = iter(["/set think high", "Hi", "/set nothink", "Hi again", "/bye"])
+    with Client(thinker.url) as client:
+        repl = Repl(ServerSession(client, "thinker", None), read=lambda _prompt: next(lines_in), history=False)
+        thinker.engines.pieces = SPLIT
+        repl.loop()
+    out = capsys.readouterr().out
+    assert "Set 'think' mode to 'high'." in out and "Set 'nothink' mode." in out
+    assert "Thinking...\na\n...done thinking.\n\nb\n\n" in out
+    assert thinker.engines.requests[-1].prompt.endswith("<think>\n\n</think>\n\n")  # nothink reached the template
+    assert repl.messages[1] == {"role": "assistant", "content": "b"}
