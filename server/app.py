@@ -171,7 +171,9 @@ async def _stop(app: Sanic) -> None:
 _CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, "
-                                    "OpenAI-Beta, x-stainless-arch, x-stainless-async, x-stainless-lang, "
+                                    "OpenAI-Beta, x-api-key, anthropic-version, anthropic-beta, "
+                                    "anthropic-dangerous-direct-browser-access, "
+                                    "x-stainless-arch, x-stainless-async, x-stainless-lang, "
                                     "x-stainless-os, x-stainless-package-version, x-stainless-retry-count, "
                                     "x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout",
     "Access-Control-Max-Age": "43200",

@@ -123,6 +123,14 @@ def test_headers_are_accepted(fake):
     assert r.status_code == 200 and r.json()["type"] == "message"
 
 
+def test_browser_preflight_allows_anthropic_headers(fake):
+    r = fake.client.options("/v1/messages", headers={"Origin": "http://localhost:5173",
+                                                     "Access-Control-Request-Method": "POST"})
+    allowed = {h.strip().lower() for h in r.headers["access-control-allow-headers"].split(",")}
+    assert r.status_code == 204 and {"x-api-key", "anthropic-version",
+                                     "anthropic-dangerous-direct-browser-access"} <= allowed
+
+
 @pytest.mark.parametrize("path, body, status, kind, says", [
     ("/v1/messages", {"model": "nope", "max_tokens": 9, "messages": HI}, 404, "not_found_error", "nope"),
     ("/v1/messages", {"model": "smol", "messages": HI}, 400, "invalid_request_error", "max_tokens"),
