@@ -6,12 +6,17 @@ Starts Debian's `docker-registry` (the CNCF distribution registry) on a free loo
 tests' fixture (tests/registry/conftest.py), makes a model whose weights are one blob of random
 bytes in a temporary store, pushes it with corral.registry.push, then, in this one run:
 
-1. `curl` fetching the blob's URL into a file, and corral.registry.pull of the model into an empty
-   store, interleaved --repeats times. Each pull runs in a subprocess whose resident memory is
-   sampled every 10 ms; its time runs from the call to pull() to its return (manifest, download,
-   verification, fsync and manifest write included), curl's is its own `time_total`. Prints the
-   median pull throughput as a ratio to curl's (target >= 0.8) and the largest growth of resident
-   memory over the process's size before the pull (target < 64 MB).
+1. `curl` fetching the blob's URL into a file beside the stores (same disk), and
+   corral.registry.pull of the model into an empty store, interleaved --repeats times, the one
+   going first alternating. The blob was just pushed, so the registry reads it from a warm page
+   cache for both. Each pull runs in a subprocess whose resident memory is sampled every 10 ms; its
+   time runs from the call to pull() to its return (manifest, download, verification, fsync and
+   manifest write included), curl's is its own `time_total` (curl neither hashes nor fsyncs; the
+   fsync of its file is timed apart and shown as "curl+fsync"). Prints the median pull throughput
+   as a ratio to curl's median (target >= 0.8), the median of the runs' paired ratios, the CPU
+   seconds each spent per GB (the process's and the registry's: a figure other load on the machine
+   moves less than wall time), the load average, and the largest growth of resident memory over
+   the process's size before the pull (target < 64 MB).
 2. A pull stopped at about half (Ctrl-C, then SIGKILL, each in its own run), then pulled again: the
    registry's access log counts the blob bytes it sent each time, and the partial file's sidecar
    says what the first pull had kept. Target: the second pull fetches exactly what was missing.
@@ -26,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -34,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +67,7 @@ sys.stdin.readline()
 start = time.perf_counter()
 result = pull(store, name, insecure=True)
 print(json.dumps({"seconds": time.perf_counter() - start, "downloaded": result.downloaded}), flush=True)
+sys.stdin.readline()  # stay alive until the bench has read this process's CPU time
 """
 
 
@@ -84,14 +92,43 @@ def make_model(store: Store, size: int) -> tuple[str, Manifest]:
     return digest, manifest
 
 
-def curl(url: str, target: Path) -> float:
-    """Seconds curl took to fetch `url` into `target` (its own time_total)."""
+@dataclass
+class Run:
+    """One fetch: wall seconds, CPU seconds of the fetching process and of the registry."""
+
+    seconds: float
+    cpu: float
+    registry_cpu: float
+    fsync: float = 0.0  # curl only: seconds to fsync its file afterwards (a pull's time includes it)
+    growth: int = 0  # pull only: resident memory growth in bytes
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def curl(url: str, target: Path, registry: psutil.Process) -> Run:
+    """curl fetching `url` into `target`: its own time_total, then the fsync of the file timed apart."""
+    before, registry_before = children_cpu(), cpu_seconds(registry)
     out = subprocess.run(["curl", "-sS", "--fail", "-o", str(target), "-w", "%{size_download} %{time_total}", url],
                          check=True, capture_output=True, text=True).stdout
+    run = Run(0.0, children_cpu() - before, cpu_seconds(registry) - registry_before)
     size, seconds = out.split()
+    run.seconds = float(seconds)
     assert int(size) == target.stat().st_size
+    start = time.perf_counter()
+    fd = os.open(target, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    run.fsync = time.perf_counter() - start
     target.unlink()
-    return float(seconds)
+    return run
 
 
 class Sampler(threading.Thread):
@@ -118,21 +155,25 @@ def start_pull(root: Path, name: str) -> subprocess.Popen[str]:
     return process
 
 
-def pull_measured(root: Path, name: str) -> tuple[float, int]:
-    """(seconds the pull took, resident memory growth in bytes) of one pull in a fresh process."""
+def pull_measured(root: Path, name: str, registry: psutil.Process) -> Run:
+    """One pull in a fresh process: its seconds, CPU (the pull's, not the interpreter's start) and memory growth."""
     process = start_pull(root, name)
     time.sleep(0.2)  # let the interpreter settle before the baseline
-    baseline = psutil.Process(process.pid).memory_info().rss
+    watched = psutil.Process(process.pid)
+    baseline, cpu_before, registry_before = watched.memory_info().rss, cpu_seconds(watched), cpu_seconds(registry)
     sampler = Sampler(process.pid)
     sampler.start()
     process.stdin.write("go\n")
     process.stdin.flush()
     line = process.stdout.readline()
+    cpu = cpu_seconds(watched) - cpu_before  # before it exits (it waits on stdin's end)
+    registry_cpu = cpu_seconds(registry) - registry_before
     sampler.stop.set()
     sampler.join()
+    process.stdin.close()
     if process.wait() != 0 or not line:
         raise SystemExit(f"the pull failed: {process.stderr.read()}")
-    return json.loads(line)["seconds"], sampler.peak - baseline
+    return Run(json.loads(line)["seconds"], cpu, registry_cpu, growth=sampler.peak - baseline)
 
 
 class AccessLog:
@@ -183,6 +224,7 @@ def interrupted(root: Path, name: str, store_digest: str, size: int, log: Access
     again.stdin.write("go\n")
     again.stdin.flush()
     line = again.stdout.readline()
+    again.stdin.close()
     if again.wait() != 0 or not line:
         raise SystemExit(f"the second pull failed: {again.stderr.read()}")
     second = log.sent(store_digest)
@@ -200,6 +242,7 @@ def main() -> None:
     if shutil.which("curl") is None:
         raise SystemExit("bench/pull.py needs curl: apt-get install curl")
     size = args.size_mb * MB
+    gb = size / (1 << 30)
     with tempfile.TemporaryDirectory(prefix="corral-bench-pull-") as tmp:
         work = Path(tmp)
         registry = DockerRegistry(work / "registry", access_log=True)
@@ -217,21 +260,40 @@ def main() -> None:
             print(f"{args.size_mb} MB of random weights made in {made:.1f} s, pushed in {pushed:.1f} s "
                   f"({size / MB / pushed:.0f} MB/s)")
             url = f"http://{registry.host}/v2/{NAME.split(':')[0]}/blobs/{digest}"
-            curls, pulls, growths = [], [], []
+            served = psutil.Process(registry.process.pid)
+            curls: list[Run] = []
+            pulls: list[Run] = []
+            load = os.getloadavg()[0]
             for i in range(args.repeats):
-                curls.append(curl(url, work / "curl.out"))
-                seconds, growth = pull_measured(work / f"pull-{i}", name)
-                assert Store(work / f"pull-{i}").has_blob(digest)
-                shutil.rmtree(work / f"pull-{i}")
-                pulls.append(seconds)
-                growths.append(growth)
-                print(f"run {i + 1}: curl {size / MB / curls[-1]:.0f} MB/s, pull {size / MB / seconds:.0f} MB/s, "
-                      f"resident growth {growth / MB:.1f} MB")
-            ratio = statistics.median(curls) / statistics.median(pulls)
-            print(f"median: curl {size / MB / statistics.median(curls):.0f} MB/s, "
-                  f"pull {size / MB / statistics.median(pulls):.0f} MB/s")
-            print(f"target pull >= 0.8 x curl: {ratio:.2f}")
-            print(f"target resident growth < 64 MB: largest {max(growths) / MB:.1f} MB")
+                def fetch_with_curl() -> None:
+                    curls.append(curl(url, work / "curl.out", served))
+
+                def fetch_with_pull() -> None:
+                    pulls.append(pull_measured(work / f"pull-{i}", name, served))
+                    assert Store(work / f"pull-{i}").has_blob(digest)
+                    shutil.rmtree(work / f"pull-{i}")
+
+                for fetch in (fetch_with_curl, fetch_with_pull) if i % 2 == 0 else (fetch_with_pull, fetch_with_curl):
+                    fetch()
+                c, p = curls[-1], pulls[-1]
+                print(f"run {i + 1}: curl {size / MB / c.seconds:.0f} MB/s (+fsync {c.fsync:.2f} s), "
+                      f"pull {size / MB / p.seconds:.0f} MB/s, ratio {c.seconds / p.seconds:.2f}; CPU s/GB: curl "
+                      f"{c.cpu / gb:.2f} + registry {c.registry_cpu / gb:.2f}, pull {p.cpu / gb:.2f} + registry "
+                      f"{p.registry_cpu / gb:.2f}; resident growth {p.growth / MB:.1f} MB")
+            load = max(load, os.getloadavg()[0])
+            median = statistics.median
+            curl_s, pull_s = median(r.seconds for r in curls), median(r.seconds for r in pulls)
+            synced = median(r.seconds + r.fsync for r in curls)
+            print(f"median of {args.repeats}: curl {size / MB / curl_s:.0f} MB/s (curl+fsync {size / MB / synced:.0f} MB/s), "
+                  f"pull {size / MB / pull_s:.0f} MB/s; CPU s/GB: curl {median(r.cpu for r in curls) / gb:.2f} "
+                  f"+ registry {median(r.registry_cpu for r in curls) / gb:.2f}, pull {median(r.cpu for r in pulls) / gb:.2f} "
+                  f"+ registry {median(r.registry_cpu for r in pulls) / gb:.2f}")
+            print(f"target pull >= 0.8 x curl: {curl_s / pull_s:.2f} (median of paired ratios "
+                  f"{median(c.seconds / p.seconds for c, p in zip(curls, pulls)):.2f}; x curl+fsync {synced / pull_s:.2f})")
+            if load > os.cpu_count():
+                print(f"noisy: the load average reached {load:.1f} on {os.cpu_count()} cores during the runs; "
+                      f"wall-time ratios are unreliable, the CPU figures less so")
+            print(f"target resident growth < 64 MB: largest {max(r.growth for r in pulls) / MB:.1f} MB")
             log = AccessLog(registry.log_path)
             for sig in (signal.SIGINT, signal.SIGKILL):
                 r = interrupted(work / "resume", name, digest, size, log, sig)
