@@ -152,6 +152,8 @@ def _think(spec: RuntimeSpec, think: bool | str | None) -> tuple[str | None, boo
         if think is not None and think is not False:
             raise UnsupportedRequestError(f'"{spec.name}" does not support thinking')
         return None, think
+    if name == "harmony" and think == "max":
+        think = "high"  # gpt-oss's highest effort, as Ollama maps it
     return name, True if think is None else think
 
 

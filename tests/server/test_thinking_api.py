@@ -177,3 +177,10 @@ def test_the_repl_sets_think_and_nothink_and_shows_the_thinking(thinker, capsys)
     assert "Thinking...\na\n...done thinking.\n\nb\n\n" in out
     assert thinker.engines.requests[-1].prompt.endswith("<think>\n\n</think>\n\n")  # nothink reached the template
     assert repl.messages[1] == {"role": "assistant", "content": "b"}
+
+
+@pytest.mark.parametrize("think, effort", [("max", "high"), ("low", "low"), (True, "")])
+def test_gpt_oss_gets_its_effort_and_max_is_high(fake, tmp_path, think, effort):
+    define(fake, tmp_path, "oss", "Reasoning: {{ reasoning_effort | default('') }}" + HARMONY, "PARSER harmony\n")
+    fake.client.post("/api/chat", json={"model": "oss", "messages": USER, "think": think, "stream": False})
+    assert fake.engines.requests[-1].prompt.startswith(f"Reasoning: {effort}<|start|>")
