@@ -31,15 +31,12 @@ from corral.server.errors import BadRequestError, anthropic_body
 from corral.server.anthropic_schemas import Block, CountTokensBody, MessagesBody, TextBlock
 from corral.server.openai_api import _collect as collect  # the chat endpoint's, so both collect alike
 from corral.server.schemas import parse_body
-from corral.server.streaming import EVENT_STREAM, LazyStream, dumps, pump
+from corral.server.responses_api import named_event
+from corral.server.streaming import EVENT_STREAM, LazyStream, pump
 
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
-
-
-def named_event(kind: str, data: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {dumps(data)}\n\n".encode()
 
 
 # -- the request ---------------------------------------------------------------------------------
@@ -233,9 +230,10 @@ class MessageEvents:
             for call in event.calls:
                 self.called = True
                 block = {**_tool_use(call), "input": {}}
+                arguments = json.dumps(call.arguments, ensure_ascii=False)
                 out += [self._block("content_block_start", content_block=block),
-                        self._block("content_block_delta", delta={
-                            "type": "input_json_delta", "partial_json": json.dumps(call.arguments, ensure_ascii=False)}),
+                        self._block("content_block_delta",
+                                    delta={"type": "input_json_delta", "partial_json": arguments}),
                         self._block("content_block_stop")]
                 self.index += 1
         return out
