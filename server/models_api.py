@@ -309,6 +309,18 @@ async def blob_exists(request: Request, digest: str) -> HTTPResponse:
 _ABORT = object()
 
 
+async def _put(chunks: queue.Queue[Any], item: Any, writer: asyncio.Future[Any]) -> None:
+    """Queue `item` for the writer thread without blocking the loop; raise the writer's error if it failed."""
+    while True:
+        try:
+            chunks.put_nowait(item)
+            return
+        except queue.Full:
+            if writer.done():
+                await writer
+            await asyncio.sleep(0.002)
+
+
 async def _read(request: Request, timeout: float) -> bytes | None:
     """The next chunk of a streamed body; a client that sends nothing for `timeout` seconds is cut off."""
     try:
@@ -342,17 +354,13 @@ async def blob_upload(request: Request, digest: str) -> HTTPResponse:
             yield item
 
     writer = asyncio.ensure_future(asyncio.to_thread(store.put_blob_stream, produce(), parsed))
+    writer.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved when the upload was cut off
     try:
         while (data := await _read(request, settings.read_timeout)) is not None:
-            while True:
-                try:
-                    chunks.put_nowait(data)
-                    break
-                except queue.Full:
-                    if writer.done():
-                        await writer  # the writer failed: raise its error
-                    await asyncio.sleep(0.002)
-        await asyncio.to_thread(chunks.put, None)
+            await _put(chunks, data, writer)
+        # Not a blocking put in a worker thread: with as many uploads as the pool has threads, all of
+        # them would be writers waiting for this end mark, and the mark would wait for a thread.
+        await _put(chunks, None, writer)
     except BaseException:
         # Let the writer thread see the end and drop its temp file (it may be blocked on a full queue).
         threading.Thread(target=chunks.put, args=(_ABORT,), daemon=True).start()
