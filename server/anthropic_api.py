@@ -7,7 +7,8 @@ text and image blocks as message content, `tool_use` blocks as the assistant's t
 output. Sampling is what the client sends and otherwise
 the model's own; `max_tokens` (required, as Anthropic requires it) is `num_predict`.
 
-The answer's text and tool calls come back as `text` and `tool_use` blocks. `stop_reason` is
+The answer's thinking, text and tool calls come back as `thinking`, `text` and `tool_use` blocks
+(a thinking block's `signature` is empty: nothing signs it). `stop_reason` is
 "tool_use" when the model called a tool, "max_tokens" when it ran out, else "end_turn": the engine
 does not say whether a stop sequence or the end-of-turn token ended the text, so "stop_sequence"
 is never reported. Streams are Anthropic's named server-sent events: message_start, ping, then per
@@ -25,7 +26,7 @@ from sanic import Request
 from sanic.response import HTTPResponse, json as json_response
 
 from corral.runtime import inference
-from corral.runtime.inference import Calls, ChatInput, Done, Event, TextEvent
+from corral.runtime.inference import Calls, ChatInput, Done, Event, TextEvent, ThinkingEvent
 from corral.runtime.tools import ToolCall
 from corral.server.errors import BadRequestError, anthropic_body
 from corral.server.anthropic_schemas import Block, CountTokensBody, MessagesBody, TextBlock
@@ -174,8 +175,13 @@ async def messages(request: Request) -> HTTPResponse | None:
     job = chat_input(body)
     events = inference.run(ctx.scheduler, ctx.models, body.model, None, lambda spec: inference.plan_chat(spec, job))
     if not body.stream:
-        text, calls, done = await collect(events)
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        thinking: list[str] = []
+        text, calls, done = await collect(events, thinking)
+        content: list[dict[str, Any]] = []
+        if thinking:
+            content.append({"type": "thinking", "thinking": "".join(thinking), "signature": ""})
+        if text:
+            content.append({"type": "text", "text": text})
         content += [_tool_use(c) for c in calls]
         return json_response({**_head(body.model), "content": content,
                               "stop_reason": _stop_reason(done, bool(calls)), "usage": _usage(done)})
@@ -192,19 +198,32 @@ class MessageEvents:
         self.model = model
         self.started = False
         self.index = 0  # the index of the next content block
-        self.text_open = False
+        self.open: str | None = None  # the kind of the open block: "text" or "thinking"
         self.called = False
 
     def _block(self, kind: str, **data: Any) -> bytes:
         return named_event(kind, {"type": kind, "index": self.index, **data})
 
-    def _close_text(self) -> list[bytes]:
-        if not self.text_open:
+    def _close(self) -> list[bytes]:
+        if self.open is None:
             return []
-        self.text_open = False
+        self.open = None
         out = [self._block("content_block_stop")]
         self.index += 1
         return out
+
+    def _delta(self, kind: str, text: str) -> list[bytes]:
+        """A piece of a text or thinking block, opening the block first if another one is open."""
+        out = []
+        if self.open != kind:
+            out += self._close()
+            self.open = kind
+            start = {"type": "text", "text": ""} if kind == "text" else {"type": "thinking", "thinking": "",
+                                                                          "signature": ""}
+            out.append(self._block("content_block_start", content_block=start))
+        delta = {"type": "text_delta", "text": text} if kind == "text" else {"type": "thinking_delta",
+                                                                              "thinking": text}
+        return out + [self._block("content_block_delta", delta=delta)]
 
     def render(self, event: Event) -> list[bytes]:
         out: list[bytes] = []
@@ -214,19 +233,18 @@ class MessageEvents:
             out += [named_event("message_start", {"type": "message_start", "message": message}),
                     named_event("ping", {"type": "ping"})]
         if isinstance(event, TextEvent):
-            if not self.text_open:
-                self.text_open = True
-                out.append(self._block("content_block_start", content_block={"type": "text", "text": ""}))
-            out.append(self._block("content_block_delta", delta={"type": "text_delta", "text": event.text}))
+            out += self._delta("text", event.text)
+        elif isinstance(event, ThinkingEvent):
+            out += self._delta("thinking", event.text)
         elif isinstance(event, Done):
-            out += self._close_text()
+            out += self._close()
             out += [named_event("message_delta", {
                         "type": "message_delta",
                         "delta": {"stop_reason": _stop_reason(event, self.called), "stop_sequence": None},
                         "usage": _usage(event)}),
                     named_event("message_stop", {"type": "message_stop"})]
         elif isinstance(event, Calls):
-            out += self._close_text()
+            out += self._close()
             for call in event.calls:
                 self.called = True
                 block = {**_tool_use(call), "input": {}}

@@ -2,9 +2,9 @@
 
 As Ollama does, the API is stateless: the request becomes the same `ChatInput` that
 /v1/chat/completions makes (instructions as a system message, input items as messages, function
-tools as chat tools, `text.format` as the chat's structured output), and the generation's text and
-tool calls come back as output items: a `message` with one `output_text` part, then one
-`function_call` item per call. `previous_response_id` and `conversation` are refused with a 400,
+tools as chat tools, `text.format` as the chat's structured output), and the generation comes
+back as output items: a thinking model's reasoning as a `reasoning` item (its summary, as Ollama
+sends it), the text as a `message` with one `output_text` part, one `function_call` item per call. `previous_response_id` and `conversation` are refused with a 400,
 as Ollama refuses them: nothing is kept between requests, so the client sends the whole
 conversation (`store` is accepted and changes nothing).
 
@@ -23,7 +23,7 @@ from sanic import Request
 from sanic.response import HTTPResponse, json as json_response
 
 from corral.runtime import inference
-from corral.runtime.inference import Calls, ChatInput, Done, Event, TextEvent
+from corral.runtime.inference import Calls, ChatInput, Done, Event, TextEvent, ThinkingEvent
 from corral.runtime.structured import response_format_to_format
 from corral.runtime.tools import ToolCall
 from corral.server.errors import BadRequestError, message_of, openai_type, status_of
@@ -176,6 +176,12 @@ def _message(item_id: str, text: str, status: str) -> dict[str, Any]:
             "role": "assistant", "content": content}
 
 
+def _reasoning(item_id: str, text: str | None) -> dict[str, Any]:
+    """A reasoning item; the thinking is its summary, as Ollama sends it (None: just opened)."""
+    summary = [] if text is None else [{"type": "summary_text", "text": text}]
+    return {"type": "reasoning", "id": item_id, "summary": summary}
+
+
 def _function_call(call: ToolCall, arguments: str, status: str) -> dict[str, Any]:
     return {"type": "function_call", "id": "fc_" + call.id.removeprefix("call_"), "call_id": call.id,
             "name": call.name, "arguments": arguments, "status": status}
@@ -214,8 +220,11 @@ async def responses(request: Request) -> HTTPResponse | None:
     events = inference.run(ctx.scheduler, ctx.models, body.model, None, lambda spec: inference.plan_chat(spec, job))
     reply = Reply(body)
     if not body.stream:
-        text, calls, done = await collect(events)
+        thinking: list[str] = []
+        text, calls, done = await collect(events, thinking)
         status = "incomplete" if done.done_reason == "length" else "completed"
+        if thinking:
+            reply.object["output"].append(_reasoning(_id("rs"), "".join(thinking)))
         if text or not calls:
             reply.object["output"].append(_message(_id("msg"), text, status))
         reply.object["output"] += [_function_call(c, json.dumps(c.arguments, ensure_ascii=False), "completed")
@@ -237,6 +246,8 @@ class ResponseEvents:
         self.started = False
         self.text_item: str | None = None  # the id of the open message item
         self.text = ""
+        self.reasoning_item: str | None = None  # the id of the open reasoning item
+        self.thinking = ""
 
     def _event(self, kind: str, **data: Any) -> bytes:
         out = named_event(kind, {"type": kind, "sequence_number": self.sequence, **data})
@@ -253,23 +264,53 @@ class ResponseEvents:
         return [self._event("response.created", response=self.reply.snapshot()),
                 self._event("response.in_progress", response=self.reply.snapshot())]
 
-    def _close_text(self, status: str) -> list[bytes]:
-        if self.text_item is None:
+    def _close_reasoning(self) -> list[bytes]:
+        if self.reasoning_item is None:
             return []
+        item_id, index = self.reasoning_item, self._index()
+        part = {"type": "summary_text", "text": self.thinking}
+        item = _reasoning(item_id, self.thinking)
+        self.reply.object["output"].append(item)
+        self.reasoning_item = None
+        where = {"item_id": item_id, "output_index": index, "summary_index": 0}
+        return [self._event("response.reasoning_summary_text.done", **where, text=self.thinking),
+                self._event("response.reasoning_summary_part.done", **where, part=part),
+                self._event("response.output_item.done", output_index=index, item=item)]
+
+    def _think(self, text: str) -> list[bytes]:
+        out = []
+        if self.reasoning_item is None:
+            self.reasoning_item, self.thinking = _id("rs"), ""
+            index = self._index()
+            where = {"item_id": self.reasoning_item, "output_index": index, "summary_index": 0}
+            out += [self._event("response.output_item.added", output_index=index,
+                                item=_reasoning(self.reasoning_item, None)),
+                    self._event("response.reasoning_summary_part.added", **where,
+                                part={"type": "summary_text", "text": ""})]
+        self.thinking += text
+        return out + [self._event("response.reasoning_summary_text.delta", item_id=self.reasoning_item,
+                                  output_index=self._index(), summary_index=0, delta=text)]
+
+    def _close_text(self, status: str) -> list[bytes]:
+        out = self._close_reasoning()
+        if self.text_item is None:
+            return out
         item_id, index = self.text_item, self._index()
         part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
         item = _message(item_id, self.text, status)
         self.reply.object["output"].append(item)
         self.text_item = None
-        return [self._event("response.output_text.done", item_id=item_id, output_index=index, content_index=0,
-                            text=self.text, logprobs=[]),
-                self._event("response.content_part.done", item_id=item_id, output_index=index, content_index=0,
-                            part=part),
-                self._event("response.output_item.done", output_index=index, item=item)]
+        where = {"item_id": item_id, "output_index": index, "content_index": 0}
+        return out + [self._event("response.output_text.done", **where, text=self.text, logprobs=[]),
+                      self._event("response.content_part.done", **where, part=part),
+                      self._event("response.output_item.done", output_index=index, item=item)]
 
     def render(self, event: Event) -> list[bytes]:
         out = self._open()
-        if isinstance(event, TextEvent):
+        if isinstance(event, ThinkingEvent):
+            out += self._think(event.text)
+        elif isinstance(event, TextEvent):
+            out += self._close_reasoning()
             if self.text_item is None:
                 self.text_item = _id("msg")
                 index = self._index()

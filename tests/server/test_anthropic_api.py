@@ -8,7 +8,7 @@ import json
 import anthropic
 import pytest
 
-from tests.server.test_responses_api import CALL, named_events
+from tests.server.test_responses_api import CALL, named_events, thinker  # noqa: F401 (a fixture)
 
 TOOL = {"name": "get_weather", "description": "Weather of a city",
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -163,6 +163,18 @@ def test_structured_output(fake, client):
     client.messages.create(model="smol", max_tokens=9, messages=HI,
                            output_config={"format": {"type": "json_schema", "schema": schema}})
     assert fake.engines.requests[0].grammar
+
+
+def test_thinking_blocks(fake, client, thinker):  # noqa: F811
+    done = client.messages.create(model=thinker, max_tokens=20, messages=HI)
+    assert [(b.type, getattr(b, "thinking", None) or getattr(b, "text", None)) for b in done.content] == [
+        ("thinking", "Let me see."), ("text", "Hi!")]
+    with client.messages.stream(model=thinker, max_tokens=20, messages=HI) as stream:
+        kinds = [(e.type, getattr(e, "index", None)) for e in stream]
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"] and final.content[0].thinking == "Let me see."
+    assert ("content_block_stop", 0) in kinds and kinds.index(("content_block_stop", 0)) < kinds.index(
+        ("content_block_start", 1))
 
 
 # -- the real server with SmolLM2 --------------------------------------------------------------

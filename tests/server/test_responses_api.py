@@ -8,6 +8,10 @@ import json
 import openai
 import pytest
 
+from corral.dsl import parse_modelfile
+from corral.store.create import create_model
+from tests.ggufs import write_tiny_llama
+from tests.server.conftest import CPU
 from tests.server.test_native_api import WEATHER
 
 TOOL = {"type": "function", **WEATHER["function"]}
@@ -169,6 +173,30 @@ def test_store_is_accepted_and_nothing_is_kept(fake, client):
     done = client.responses.create(model="smol", input="Hi", store=True)
     with pytest.raises(openai.BadRequestError, match="previous_response_id is not supported"):
         client.responses.create(model="smol", input="And?", previous_response_id=done.id)
+
+
+@pytest.fixture
+def thinker(fake, tmp_path) -> str:
+    """A model whose definition declares the <think> format, in the fake server's store."""
+    write_tiny_llama(tmp_path / "think.gguf")
+    definition = parse_modelfile("FROM ./think.gguf\nPARSER think\n", str(tmp_path / "Modelfile")).definition
+    create_model(fake.store, "thinker", definition, base_dir=tmp_path, options=CPU)
+    fake.engines.pieces = ["<think>", "Let me", " see.", "</think>", "Hi", "!"]
+    return "thinker"
+
+
+def test_thinking_is_a_reasoning_item(fake, client, thinker):
+    done = client.responses.create(model=thinker, input="Hi")
+    assert [item.type for item in done.output] == ["reasoning", "message"]
+    assert done.output[0].summary[0].text == "Let me see." and done.output_text == "Hi!"
+    events = list(client.responses.create(model=thinker, input="Hi", stream=True))
+    assert [e.type for e in events][2:9] == [
+        "response.output_item.added", "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta", "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done", "response.reasoning_summary_part.done", "response.output_item.done"]
+    assert events[8].item.type == "reasoning" and events[9].output_index == 1
+    assert [item.type for item in events[-1].response.output] == ["reasoning", "message"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
 # -- the real server with SmolLM2 --------------------------------------------------------------
