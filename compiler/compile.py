@@ -69,7 +69,8 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
     def planned(slots: int):
         return plan_memory(info, options.inventory, num_ctx=num_ctx, num_parallel=slots,
                            num_batch=int(params.get("num_batch", 512)), num_gpu=int(params.get("num_gpu", -1)),
-                           main_gpu=_opt_int(params.get("main_gpu")))
+                           main_gpu=_opt_int(params.get("main_gpu")),
+                           max_sequences=options.num_parallel or None)  # an explicit cap, else the pool's
 
     plan = planned(options.num_parallel) if options.num_parallel > 0 else _auto_slots(planned, options)
     load = LoadOptions(

@@ -9,8 +9,11 @@ The plan mirrors what llama.cpp will do with it, so the numbers can be checked a
   layers out in CUDA order by cumulative `tensor_split` fractions (`get_layer_buft_list` in
   llama-model.cpp); `_assign` copies that rule.
 * **KV cache.** Per layer: `cells x n_head_kv(layer) x (key_length + value_length) x type size`,
-  on the device of its layer. `cells = num_ctx x num_parallel` (one unified cache for all slots),
-  rounded up to a multiple of 256 as llama.cpp does. Sliding-window layers are counted at full
+  on the device of its layer. `cells = num_ctx x num_parallel` (one unified cache, the pool that
+  every running sequence takes cells from), rounded up to a multiple of 256 as llama.cpp does. So
+  `num_parallel` is how many full-length sequences the pool holds; up to `max_sequences` shorter
+  ones run in it at once (64, or fewer in a small pool: one per 32 cells), unless an explicit
+  num_parallel caps them. The logits buffer holds one row per sequence. Sliding-window layers are counted at full
   size: llama.cpp's default `swa_full=true` allocates them so.
 * **Compute buffer.** Ollama's graph formula for llama-like models, plus two activations:
   `max(4b(1 + 4e + c(1 + h)), 4b(e + v)) + 8be` bytes, with b = min(num_batch, cells) tokens per
@@ -43,6 +46,8 @@ from corral.machine.gpus import GpuDevice, GpuInventory
 MiB = 1 << 20
 GiB = 1 << 30
 GPU_RESERVE_BYTES = 457 * MiB
+MAX_SEQUENCES = 64  # sequences sharing the pool at most, unless num_parallel is set
+CELLS_PER_SEQUENCE = 32  # a small pool admits one sequence per this many cells
 CTX_ALIGN = 256
 KV_TYPE_BYTES: dict[str, float] = {
     "f32": 4.0,
@@ -96,8 +101,14 @@ class MemoryPlan(BaseModel):
     num_parallel: int
     num_batch: int
     kv_cache_type: str
-    fits: bool  # False only when an explicit num_gpu asks for more than the GPUs have free
-    reasons: tuple[str, ...]
+    max_sequences: int = 0  # sequences running in the pool at once; 0: num_parallel
+    fits: bool = True  # False only when an explicit num_gpu asks for more than the GPUs have free
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def sequences(self) -> int:
+        """Sequences the pool serves at once."""
+        return self.max_sequences or self.num_parallel
 
     def rows(self) -> list[tuple[str, str]]:
         """(label, value) pairs for a two-column table."""
@@ -116,6 +127,8 @@ class MemoryPlan(BaseModel):
             ("CPU", human_bytes(self.cpu_bytes)),
             ("weights", human_bytes(self.weights_bytes)),
             ("KV cache", f"{human_bytes(self.kv_bytes)} ({self.n_ctx} cells, {self.kv_cache_type})"),
+            ("KV pool", f"{self.n_ctx} cells shared by up to {self.sequences} sequences; holds "
+                        f"{self.n_ctx // self.num_ctx} of the full {self.num_ctx} tokens"),
             ("compute", human_bytes(self.compute_bytes)),
             ("total", human_bytes(self.total_bytes)),
         ]
@@ -196,11 +209,13 @@ def plan_memory(
     main_gpu: int | None = None,
     kv_cache_type: str = "f16",
     reserve_bytes: int = GPU_RESERVE_BYTES,
+    max_sequences: int | None = None,
 ) -> MemoryPlan:
     """Plan where `info`'s weights, KV cache and compute buffers go on `inventory`'s GPUs.
 
     num_gpu: -1 = as many layers as fit, 0 = CPU only, N = exactly N layers (llama.cpp counting).
     main_gpu: pin the model to this one GPU. reserve_bytes: kept free on every GPU used.
+    max_sequences: sequences sharing the KV pool; None: MAX_SEQUENCES, fewer in a small pool.
     Raises CompileError for an unknown main_gpu or kv_cache_type; ValueError for sizes below 1.
     """
     for name, value in (("num_ctx", num_ctx), ("num_parallel", num_parallel), ("num_batch", num_batch)):
@@ -211,7 +226,8 @@ def plan_memory(
     if kv_cache_type not in KV_TYPE_BYTES:
         raise CompileError(f"unknown kv_cache_type '{kv_cache_type}'", hint=f"use one of {', '.join(KV_TYPE_BYTES)}")
     cells = -(-num_ctx * num_parallel // CTX_ALIGN) * CTX_ALIGN
-    costs = _costs(info, cells, min(num_batch, cells), num_parallel, KV_TYPE_BYTES[kv_cache_type])
+    sequences = max_sequences or pool_sequences(cells, num_parallel)
+    costs = _costs(info, cells, min(num_batch, cells), sequences, KV_TYPE_BYTES[kv_cache_type])
     reasons = _notes(info, num_ctx, kv_cache_type)
     chosen = _choose(info, inventory, costs, num_gpu, main_gpu, reserve_bytes, reasons)
 
@@ -237,9 +253,15 @@ def plan_memory(
         num_parallel=num_parallel,
         num_batch=num_batch,
         kv_cache_type=kv_cache_type,
+        max_sequences=sequences,
         fits=chosen.fits,
         reasons=tuple(reasons),
     )
+
+
+def pool_sequences(cells: int, num_parallel: int) -> int:
+    """How many sequences a pool of `cells` serves at once by default."""
+    return max(num_parallel, min(MAX_SEQUENCES, cells // CELLS_PER_SEQUENCE))
 
 
 def _costs(info: ModelInfo, cells: int, ubatch: int, parallel: int, kv_type_bytes: float) -> _Costs:

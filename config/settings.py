@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     )
     num_parallel: int = Field(
         default=0, ge=0, le=256,
-        description="Requests one loaded model serves at the same time (CORRAL_NUM_PARALLEL); each gets "
-        "its own slot of the context. 0 (the default) takes as many as the memory plan allows, up to 4.",
+        description="Requests one loaded model runs at the same time, and full-length requests its KV "
+        "pool holds (CORRAL_NUM_PARALLEL). 0 (the default): a pool of as many full-length requests as "
+        "the memory plan allows, up to 4, shared by up to 64 shorter ones.",
     )
     max_queue: int = Field(
         default=512, ge=0,

@@ -1,21 +1,29 @@
-"""The step loop inside a model's worker: continuous batching over N sequence slots.
+"""The step loop inside a model's worker: continuous batching over one shared KV pool.
 
-Each `step()` builds one llama_batch and runs one llama_decode for every request in flight:
+The generation context has one unified KV cache of `pool` cells (sized by the memory plan) and up
+to `n_seqs` sequence ids. A sequence holds only the cells its tokens use, so many short requests
+run side by side where a fixed split would hold a few full-length slots. Each `step()` builds one
+llama_batch and runs one llama_decode for every request in flight:
 
-1. Queued requests take free slots. A new request goes to the free slot whose cached tokens share
-   the longest prefix with its prompt, and only the rest of the prompt is evaluated (the slot's KV
-   past that prefix is dropped with llama_memory_seq_rm).
-2. Every generating slot adds its last sampled token first, so generation never waits.
-3. Prompts fill the rest of the batch (`n_batch` minus the generating slots) in arrival order: a
-   long prompt is evaluated in chunks over several steps while the others keep streaming.
-4. After the decode, each slot whose logits came out samples its next token at its own batch
-   index; text goes through the slot's UTF-8 decoder and stop matcher, and a request ends on an
-   end-of-generation token or a stop string ("stop"), or on num_predict or the slot's context
-   limit ("length").
+1. Paused sequences (below), then queued requests, take free sequence ids while the pool has room
+   for their prompt plus a small reserve; when it has not, they wait, in order, and never fail. A
+   new request goes to the idle sequence whose cached tokens share the longest prefix with its
+   prompt, and only the rest of the prompt is evaluated. Idle sequences' cached tokens are
+   dropped, least recently used first, when the pool needs their cells.
+2. Every generating sequence adds its last sampled token first, so generation never waits. One
+   that finds no free cell pauses the youngest running sequence: its cells are freed and it goes
+   back to the head of the line with its tokens, to be recomputed when room returns. The oldest
+   sequence always fits (one request never exceeds num_ctx, and the pool holds at least that).
+3. Prompts fill the rest of the batch (`n_batch` minus the generating sequences) in arrival order,
+   as far as the pool has cells: a long prompt is evaluated in chunks over several steps while the
+   others keep streaming.
+4. After the decode, each sequence whose logits came out samples its next token at its own batch
+   index; text goes through its UTF-8 decoder and stop matcher, and a request ends on an
+   end-of-generation token or a stop string ("stop"), or on num_predict or num_ctx ("length").
 
 Embedding requests are batched the same way on a separate embeddings context: several inputs in
-one decode, one sequence id each. A cancelled request leaves its slot at once; the tokens already
-in the slot's KV stay there for prefix reuse, like those of a finished request.
+one decode, one sequence id each. A cancelled request leaves its sequence at once; the tokens
+already in its KV stay there for prefix reuse, like those of a finished request.
 """
 
 from __future__ import annotations
@@ -51,9 +59,14 @@ def overflow_message(what: str, n_tokens: int, limit: int) -> str:
     return f"{what} is {n_tokens} tokens, more than the context window of {limit} tokens (num_ctx)"
 
 
+# Cells kept free beyond a new prompt when it is admitted, so that it can produce a few tokens
+# before it has to compete for cells with the sequences already running.
+ADMIT_RESERVE = 16
+
+
 @dataclass
 class _Job:
-    """A generate request in a slot."""
+    """A generate request in a sequence (or paused, waiting for one)."""
 
     req: GenerateRequest
     prompt: list[int]
@@ -61,6 +74,7 @@ class _Job:
     order: int
     reused: int
     limit: int | None  # num_predict, None for "until a stop or the context is full"
+    feed: list[int] = field(default_factory=list)  # tokens to evaluate before sampling: the prompt, or all so far on resume
     stops: StopMatcher = field(init=False)
     decoder: Utf8Decoder = field(default_factory=Utf8Decoder)
     generating: bool = False
@@ -68,11 +82,13 @@ class _Job:
     chunk: list[int] = field(default_factory=list)  # this step's tokens in the batch
     index: int = -1  # batch index of this step's logits, -1 when none
     n_out: int = 0
+    pauses: int = 0
     prompt_ns: int = 0
     eval_ns: int = 0
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(self.req.stop)
+        self.feed = self.feed or list(self.prompt)
 
 
 @dataclass
@@ -83,29 +99,54 @@ class _Slot:
     last_used: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of the KV pool and the sequences using it (for metrics and tests)."""
+
+    pool_cells: int
+    used_cells: int  # cells of running sequences
+    cached_cells: int  # cells idle sequences keep for prefix reuse (freed on demand)
+    max_sequences: int
+    running: int
+    queued: int
+    paused: int
+    pauses: int  # sequences paused since start
+
+
 class BatchLoop:
-    """Slots, admission and the per-step batch for generation; embeddings via `EmbedBatcher`.
+    """Sequences, admission by free cells and the per-step batch; embeddings via `EmbedBatcher`.
 
     The worker's loop over one model; the scheduler that loads and evicts models is
     corral.runtime.scheduler.Scheduler."""
 
-    def __init__(self, model: Model, ctx: Context, *, n_slots: int, slot_ctx: int,
+    def __init__(self, model: Model, ctx: Context, *, n_seqs: int, seq_ctx: int, pool: int,
                  embedder: "EmbedBatcher") -> None:
+        if seq_ctx > pool:
+            raise ValueError(f"a pool of {pool} cells cannot hold one sequence of {seq_ctx} tokens")
         self.model = model
         self.ctx = ctx
-        self.slot_ctx = slot_ctx
+        self.seq_ctx = seq_ctx
+        self.pool = pool
         self.embedder = embedder
-        self._slots = [_Slot(seq=i) for i in range(n_slots)]
+        self._slots = [_Slot(seq=i) for i in range(n_seqs)]
         self._queue: deque[tuple[GenerateRequest, list[int]]] = deque()
+        self._paused: deque[_Job] = deque()
         self._batch = Batch(ctx.n_batch)
         self._out: list[Outbound] = []
         self._counter = 0
+        self._pauses = 0
 
     @property
     def busy(self) -> bool:
         """Whether a step would do any work."""
-        return bool(self._queue or self._out or self.embedder.busy
+        return bool(self._queue or self._paused or self._out or self.embedder.busy
                     or any(s.job for s in self._slots))
+
+    def stats(self) -> PoolStats:
+        running = [s for s in self._slots if s.job]
+        used = sum(len(s.cached) for s in running)
+        return PoolStats(self.pool, used, self._cells() - used, len(self._slots), len(running),
+                         len(self._queue), len(self._paused), self._pauses)
 
     def submit(self, req: GenerateRequest) -> None:
         """Queue a request; a prompt that cannot run fails at once (on the next step's output)."""
@@ -116,8 +157,8 @@ class BatchLoop:
         except EngineInputError as e:
             self._out.append(Failure(req.id, "input", e.message))
             return
-        if len(tokens) > self.slot_ctx:
-            self._out.append(Failure(req.id, "context", overflow_message("the prompt", len(tokens), self.slot_ctx)))
+        if len(tokens) > self.seq_ctx:
+            self._out.append(Failure(req.id, "context", overflow_message("the prompt", len(tokens), self.seq_ctx)))
             return
         self._queue.append((req, tokens))
 
@@ -134,8 +175,11 @@ class BatchLoop:
         return tokens
 
     def cancel(self, request_id: str) -> None:
-        """Forget a request: out of the queue, or out of its slot (its sampler freed) right away."""
+        """Forget a request: out of the queue, the paused line, or its sequence, right away."""
         self._queue = deque(q for q in self._queue if q[0].id != request_id)
+        for job in [j for j in self._paused if j.req.id == request_id]:
+            self._paused.remove(job)
+            job.sampler.close()
         for slot in self._slots:
             if slot.job and slot.job.req.id == request_id:
                 self._release(slot)
@@ -154,37 +198,98 @@ class BatchLoop:
         for slot in self._slots:
             if slot.job:
                 self._release(slot)
+        for job in self._paused:
+            job.sampler.close()
+        self._paused.clear()
         self._batch.close()
         self.embedder.close()
+
+    # -- cells ---------------------------------------------------------------------------------
+
+    def _cells(self) -> int:
+        return sum(len(s.cached) for s in self._slots)
+
+    def _make_room(self, need: int, keep: _Slot | None = None) -> bool:
+        """Free cells of idle sequences (least recently used first) until `need` are free."""
+        free = self.pool - self._cells()
+        if free >= need:
+            return True
+        for slot in sorted((s for s in self._slots if s.job is None and s.cached and s is not keep),
+                           key=lambda s: s.last_used):
+            free += len(slot.cached)
+            self._drop(slot)
+            if free >= need:
+                return True
+        return False
+
+    def _drop(self, slot: _Slot) -> None:
+        self.ctx.seq_rm(slot.seq, -1, -1)
+        slot.cached.clear()
 
     # -- admission -----------------------------------------------------------------------------
 
     def _admit(self, out: list[Outbound]) -> None:
+        # Paused sequences first: they were admitted before anything still queued.
+        while self._paused:
+            free = [s for s in self._slots if s.job is None]
+            job = self._paused[0]
+            if not free or not self._make_room(len(job.feed) + 1):
+                return
+            self._paused.popleft()
+            slot = min(free, key=lambda s: (len(s.cached), s.last_used))
+            self._drop(slot)
+            slot.job = job
         while self._queue:
             free = [s for s in self._slots if s.job is None]
             if not free:
                 return
-            req, tokens = self._queue.popleft()
-            # The longest shared prefix wins; among equals, the least recently used slot, so
+            req, tokens = self._queue[0]
+            # The longest shared prefix wins; among equals, the least recently used sequence, so
             # recent conversations keep their cache.
             slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
             # At least one prompt token must be decoded to produce logits.
             reuse = min(common_prefix(slot.cached, tokens), len(tokens) - 1)
+            reserve = min(ADMIT_RESERVE, self.seq_ctx - len(tokens))
             if reuse < len(slot.cached):
                 if not self.ctx.seq_rm(slot.seq, reuse, -1):  # recurrent models cannot cut
                     self.ctx.seq_rm(slot.seq, -1, -1)
                     reuse = 0
                 del slot.cached[reuse:]
+            if not self._make_room(len(tokens) - reuse + reserve, keep=slot):
+                return  # the pool is full: wait, in order, for running sequences to finish
+            self._queue.popleft()
             try:
-                sampler = SlotSampler(self.model, req.sampling, req.grammar, n_ctx=self.slot_ctx)
+                sampler = SlotSampler(self.model, req.sampling, req.grammar, n_ctx=self.seq_ctx)
             except EngineInputError as e:
                 out.append(Failure(req.id, "input", e.message))
                 continue
-            window = penalty_window(req.sampling, self.slot_ctx)
+            window = penalty_window(req.sampling, self.seq_ctx)
             sampler.accept_prompt(tokens[max(0, len(tokens) - window):] if window else [])
             limit = req.sampling.num_predict if req.sampling.num_predict > 0 else None
             self._counter += 1
             slot.job = _Job(req, tokens, sampler, order=self._counter, reused=reuse, limit=limit)
+
+    def _pause_youngest(self, running: list[_Slot]) -> _Slot | None:
+        """Free the cells of the most recently admitted running sequence; it resumes later by
+        recomputing its tokens. Returns the paused slot, None when only one sequence runs."""
+        if len(running) < 2:
+            return None
+        slot = max(running, key=lambda s: s.job.order)
+        job = slot.job
+        # A generating sequence: what it had evaluated, plus the sampled token not yet decoded;
+        # evaluating them again yields the logits to sample its next token from. One still
+        # reading its prompt starts that prompt again.
+        if job.generating:
+            job.feed = list(slot.cached) + [job.last]
+        job.generating = False
+        job.pauses += 1
+        self._pauses += 1
+        running.remove(slot)
+        slot.job = None
+        self._drop(slot)
+        self._paused.appendleft(job)
+        log.info("KV pool full: paused request %s after %d tokens", job.req.id, len(job.feed))
+        return slot
 
     # -- one decode ----------------------------------------------------------------------------
 
@@ -192,23 +297,33 @@ class BatchLoop:
         running = [s for s in self._slots if s.job]
         if not running:
             return
+        # Every generating sequence needs one cell this step; pause the youngest until they fit.
+        while not self._make_room(sum(1 for s in running if s.job.generating)):
+            if self._pause_youngest(running) is None:
+                break
         batch = self._batch
         batch.clear()
-        for slot in running:  # generating slots first: one token each, every step
+        free = self.pool - self._cells()
+        for slot in running:  # generating sequences first: one token each, every step
             job = slot.job
             if job.generating:
                 job.chunk = [job.last]
                 job.index = batch.add(job.chunk, len(slot.cached), slot.seq)
+                free -= 1
         for slot in sorted((s for s in running if not s.job.generating), key=lambda s: s.job.order):
             job = slot.job
             job.chunk, job.index = [], -1
-            if batch.room == 0:
+            room = min(batch.room, free)
+            if room <= 0:
                 continue
             fed = len(slot.cached)
-            job.chunk = job.prompt[fed: fed + batch.room]
-            finishing = fed + len(job.chunk) == len(job.prompt)
+            job.chunk = job.feed[fed: fed + room]
+            free -= len(job.chunk)
+            finishing = fed + len(job.chunk) == len(job.feed)
             index = batch.add(job.chunk, fed, slot.seq, output="last" if finishing else "none")
             job.index = index if finishing else -1
+        if batch.n_tokens == 0:
+            return
 
         started = time.monotonic_ns()
         rc = self.ctx.decode(batch)
@@ -247,7 +362,7 @@ class BatchLoop:
             self._finish(slot, "stop", text, out)
         elif job.limit is not None and job.n_out >= job.limit:
             self._finish(slot, "length", text, out)
-        elif len(slot.cached) >= self.slot_ctx:  # no room left to decode this token
+        elif len(slot.cached) >= self.seq_ctx:  # no room left to decode this token
             self._finish(slot, "length", text, out)
         else:
             job.last = token
@@ -264,7 +379,8 @@ class BatchLoop:
         out.append(Final(
             id=job.req.id, done_reason=reason,  # type: ignore[arg-type]
             prompt_eval_count=len(job.prompt) - job.reused, prompt_eval_duration=job.prompt_ns,
-            eval_count=job.n_out, eval_duration=job.eval_ns, prompt_tokens_cached=job.reused))
+            eval_count=job.n_out, eval_duration=job.eval_ns, prompt_tokens_cached=job.reused,
+            pauses=job.pauses))
         self._release(slot)
 
     def _release(self, slot: _Slot) -> None:

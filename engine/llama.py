@@ -303,6 +303,10 @@ class Context:
         """llama_decode's return code: 0 ok, 1 no KV room, 2 aborted, negative: failed."""
         return llama_cpp.llama_decode(self.handle, batch.raw)
 
+    def set_threads(self, n: int) -> None:
+        """Threads of the next decodes (single tokens and prompt batches alike)."""
+        llama_cpp.llama_set_n_threads(self.handle, n, n)
+
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:
         """Drop a sequence's KV in [p0, p1); False when a partial removal is impossible."""
         return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq, p0, p1))

@@ -41,6 +41,7 @@ from typing import AsyncIterator, ClassVar, Literal, Union
 from corral.compiler.spec import RuntimeSpec
 from corral.machine import facts as machine_facts
 from corral.engine import worker
+from corral.engine.cores import CoreBoard
 from corral.engine.errors import ContextOverflowError, EngineError, EngineInputError, ModelLoadError, WorkerCrashedError
 from corral.engine.requests import Chunk, Embeddings, EmbedRequest, Failure, Final, GenerateRequest
 
@@ -90,6 +91,8 @@ class Engine:
     # A fact about this machine, learnt once per server process: llama.cpp's repacked CPU
     # weights (AMX kernels) crash on virtual machines that advertise AMX without supporting it.
     _cpu_repack_crashes: ClassVar[bool] = False
+    # The seats through which this server's busy workers share the cores (engine/cores.py).
+    _core_board: ClassVar[CoreBoard | None] = None
 
     def __init__(self, spec: RuntimeSpec, *, n_slots: int | None = None, omp_wait_policy: str | None = None,
                  cpu_repack: Literal["on", "off"] | None = None,
@@ -100,7 +103,7 @@ class Engine:
         self._stall_timeout = stall_timeout
         self._omp_wait_policy = omp_wait_policy  # the worker's OMP_WAIT_POLICY (Settings.omp_wait_policy)
         self._cpu_repack = cpu_repack  # on/off forces repacked CPU weights; None: as learnt (Settings.cpu_repack)
-        self._n_slots = n_slots if n_slots is not None else spec.load.num_parallel
+        self._n_slots = n_slots if n_slots is not None else (spec.plan.max_sequences or spec.load.num_parallel)
         if self._n_slots < 1:
             raise ValueError(f"an engine needs at least one slot, not {self._n_slots}")
         self.load_duration_ns = 0
@@ -112,6 +115,7 @@ class Engine:
         self._incarnation = 0  # which worker process a request was sent to
         self._waiters: dict[str, tuple[int, asyncio.Queue[_Reply]]] = {}
         self._closed = False
+        self._seat: int | None = None  # this engine's seat on the core board
         self.crashes = 0  # worker deaths and hangs since the engine was made (read by the scheduler)
         self._stalled: set[int] = set()  # incarnations the watchdog killed for silence
 
@@ -172,8 +176,13 @@ class Engine:
     async def _spawn(self, extra_buffers: bool) -> None:
         context = multiprocessing.get_context("spawn")
         conn, child_conn = context.Pipe()
+        if Engine._core_board is None:
+            Engine._core_board = CoreBoard()
+        if self._seat is None:
+            self._seat = Engine._core_board.claim()
         config = worker.WorkerConfig(self._spec, self._n_slots, extra_buffers, self._omp_wait_policy,
-                                     heartbeat_interval(self._stall_timeout))
+                                     heartbeat_interval(self._stall_timeout),
+                                     seat=Engine._core_board.seat(self._seat))
         proc = context.Process(target=worker.run, args=(child_conn, config), daemon=True,
                                name=f"corral-worker:{self._spec.name}")
         try:
@@ -204,6 +213,9 @@ class Engine:
     async def close(self) -> None:
         """Stop the worker: ask it to finish, kill it if it does not. In-flight requests fail."""
         self._closed = True
+        if self._seat is not None and Engine._core_board is not None:
+            Engine._core_board.release(self._seat)
+            self._seat = None
         proc = self._proc
         if proc is None:
             return

@@ -85,6 +85,7 @@ class Final:
     eval_count: int
     eval_duration: int
     prompt_tokens_cached: int = 0
+    pauses: int = 0  # times the KV pool was full and this sequence was paused and recomputed
 
 
 @dataclass(frozen=True, slots=True)

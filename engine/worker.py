@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from corral.compiler.spec import RuntimeSpec
+from corral.engine.cores import Seat, threads_for
 from corral.engine.errors import EngineError
 from corral.engine.requests import EmbedRequest, GenerateRequest
 
@@ -83,6 +84,7 @@ class WorkerConfig:
     extra_buffers: bool = True  # llama.cpp's repacked CPU weights; see Engine._spawn
     omp_wait_policy: str | None = None  # OMP_WAIT_POLICY for this worker (CORRAL_OMP_WAIT_POLICY)
     heartbeat_s: float = 1.0  # how often the heartbeat thread tells the parent this process lives
+    seat: Seat | None = None  # this worker's seat on the server's core board (engine/cores.py)
 
 
 def run(conn: Connection, config: WorkerConfig) -> None:
@@ -144,13 +146,14 @@ class _Worker:
         self.model = Model([w.path for w in spec.weight_files], load, extra_buffers=config.extra_buffers)
         self.model.load_adapters([a.path for a in spec.adapters])
         threads = load.num_thread or default_threads()
+        self._cores, self._wanted = default_threads(), load.num_thread or None
+        self._seat, self._threads = config.seat, threads
         n_slots = config.n_slots
-        # One sequence per slot, each with its own KV stream of num_ctx cells (kv_unified off):
-        # then a sequence's logits do not depend on what else is in the batch, and greedy output
-        # is the same alone or among others (with a unified KV the masked cells of other
-        # sequences change the float sums, and with them an occasional greedy token).
-        self.ctx = Context(self.model, n_ctx=load.num_ctx * n_slots, n_batch=max(load.num_batch, n_slots),
-                           n_seq_max=n_slots, n_threads=threads, unified=False)
+        # One unified KV cache of the plan's cells, shared by up to n_slots sequences (the pool;
+        # see batching.py). A non-unified cache would split it into fixed num_ctx streams.
+        pool = max(spec.plan.n_ctx, load.num_ctx)
+        self.ctx = Context(self.model, n_ctx=pool, n_batch=max(load.num_batch, n_slots),
+                           n_seq_max=n_slots, n_threads=threads, unified=True)
         self.ctx.apply_adapters(self.model.adapters)
         self.slot_ctx = load.num_ctx
         self._warm_up(Batch)
@@ -162,8 +165,8 @@ class _Worker:
             return ctx
 
         embedder = EmbedBatcher(self.model, embeddings_context, limit=load.num_ctx)
-        self.batch_loop = BatchLoop(self.model, self.ctx, n_slots=n_slots, slot_ctx=self.slot_ctx,
-                                   embedder=embedder)
+        self.batch_loop = BatchLoop(self.model, self.ctx, n_seqs=n_slots, seq_ctx=self.slot_ctx,
+                                   pool=self.ctx.n_ctx, embedder=embedder)
         self._replies: list[object] = []
         self._send_lock = threading.Lock()  # the serving loop and the heartbeat thread share the pipe
 
@@ -190,15 +193,28 @@ class _Worker:
         batch_loop = self.batch_loop
         while True:
             if not batch_loop.busy and not self._replies:
+                if self._seat is not None:
+                    self._seat.idle()
                 if not self._handle(self.conn.recv()):
                     return
             while self.conn.poll():
                 if not self._handle(self.conn.recv()):
                     return
+            self._share_cores()
             out = self._replies + batch_loop.step()
             self._replies = []
             if out:
                 self.send(out)
+
+    def _share_cores(self) -> None:
+        """Take this worker's share of the cores among the busy workers (engine/cores.py)."""
+        if self._seat is None:
+            return
+        busy, rank = self._seat.busy_step()
+        threads = threads_for(self._cores, busy, rank, self._wanted)
+        if threads != self._threads:
+            self.ctx.set_threads(threads)
+            self._threads = threads
 
     def _handle(self, message: object) -> bool:
         """Apply one message from the parent; False means stop serving."""

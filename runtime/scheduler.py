@@ -135,7 +135,7 @@ class Scheduler:
         if spec is None:
             spec = await asyncio.to_thread(self.source.spec, name)
         key = spec.name
-        slots = sum(r.spec.load.num_parallel for r in self._runners.values() if r.key == key) or spec.load.num_parallel
+        slots = sum(r.spec.plan.sequences for r in self._runners.values() if r.key == key) or spec.plan.sequences
         busy = sum(r.refs for r in self._runners.values() if r.key == key)
         if busy + self._waiting >= slots + self.settings.max_queue:
             raise ServerBusyError("server busy, please try again.  maximum pending requests exceeded",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from corral.compiler.errors import CompileError
 from corral.compiler.gguf.info import ModelInfo, read_model_info
 from corral.machine.gpus import GpuDevice, GpuInventory, NvmlProbe
-from corral.compiler.plan import GPU_RESERVE_BYTES, MemoryPlan, human_bytes, plan_memory
+from corral.compiler.plan import GPU_RESERVE_BYTES, MemoryPlan, human_bytes, plan_memory, pool_sequences
 
 MiB, GiB = 1 << 20, 1 << 30
 
@@ -223,8 +223,9 @@ def test_kv_cache(num_ctx: int, num_parallel: int, kv_type: str, cells: int, kv_
     ids=["smol-512-512", "smol-512-128", "smol-2048-512", "smol-2048-128", "smol-8192-512", "smol-8192-128", "gemma3"],
 )
 def test_compute_buffer_matches_llama_cpp(info: ModelInfo, num_ctx: int, num_batch: int, llama_cpp_mib: float) -> None:
-    """At most 0.1% below what llama.cpp allocates (its log rounds to 0.01 MiB), at most 2% above."""
-    plan = plan_memory(info, NO_NVML, num_ctx=num_ctx, num_batch=num_batch)
+    """At most 0.1% below what llama.cpp allocates (its log rounds to 0.01 MiB), at most 2% above
+    (measured on a one-sequence context: the logits buffer holds a row per sequence)."""
+    plan = plan_memory(info, NO_NVML, num_ctx=num_ctx, num_batch=num_batch, max_sequences=1)
     assert llama_cpp_mib * 0.999 <= plan.compute_bytes / MiB <= llama_cpp_mib * 1.02
 
 
@@ -267,10 +268,30 @@ def test_human_bytes(n: int, text: str) -> None:
 @pytest.mark.model
 def test_real_smollm2_plan(smollm2_gguf: Path) -> None:
     """llama.cpp logs 92.10 MiB of weights, 45.00 MiB of KV and 99.38 + 0.19 MiB of buffers here."""
-    plan = plan_memory(read_model_info(smollm2_gguf), NO_NVML, num_ctx=2048)
+    plan = plan_memory(read_model_info(smollm2_gguf), NO_NVML, num_ctx=2048, max_sequences=1)
     assert plan.weights_bytes == 96_576_768
     assert plan.kv_bytes == 45 * MiB
     assert plan.total_bytes / MiB == pytest.approx(92.10 + 45.00 + 99.38 + 0.19, rel=0.005)
+
+
+@pytest.mark.parametrize("num_ctx, num_parallel, max_sequences, cells, sequences", [
+    (4096, 4, None, 16384, 64),  # the default: four full-length sequences' cells, 64 at once
+    (512, 1, None, 512, 16),  # a small pool: one sequence per 32 cells
+    (256, 1, None, 256, 8),
+    (128, 4, None, 512, 16),
+    (4096, 4, 8, 16384, 8),  # CORRAL_NUM_PARALLEL caps the sequences
+    (300, 1, None, 512, 16),  # cells round up to llama.cpp's 256
+])
+def test_the_pool_and_how_many_sequences_share_it(num_ctx: int, num_parallel: int, max_sequences: int | None,
+                                                  cells: int, sequences: int) -> None:
+    plan = plan_memory(SMALL, NO_NVML, num_ctx=num_ctx, num_parallel=num_parallel, max_sequences=max_sequences)
+    assert (plan.n_ctx, plan.max_sequences, plan.sequences) == (cells, sequences, sequences)
+    assert pool_sequences(cells, num_parallel) == (sequences if max_sequences is None else 64)
+
+
+def test_the_plan_shows_the_pool() -> None:
+    plan = plan_memory(SMALL, NO_NVML, num_ctx=2048, num_parallel=4)
+    assert dict(plan.rows())["KV pool"] == "8192 cells shared by up to 64 sequences; holds 4 of the full 2048 tokens"
 
 
 # --- Properties ---------------------------------------------------------------------------------
