@@ -8,9 +8,10 @@ gpt-oss's harmony channels: `<|channel|>analysis<|message|>...<|end|>` is thinki
 channel (and any other) the answer, the header tokens dropped.
 
 `parser_name(spec)` chooses the format: the definition's PARSER, else what the template and the
-architecture show; `supports_thinking(spec)` says whether there is one. Parsers are pure: `feed`
-a chunk, get the thinking and content that are certain, holding back only the bytes that may be
-the start of a tag; `finish` gives what is held. Any split of the output gives the same result.
+architecture show; `supports_thinking(spec)` says whether there is one (both from
+corral.compiler.thinking, so that model descriptions below the runtime can ask too). Parsers are
+pure: `feed` a chunk, get the thinking and content that are certain, holding back only the bytes
+that may be the start of a tag; `finish` gives what is held. Any split gives the same result.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from corral.compiler.spec import THINKING_PARSERS, RuntimeSpec
+from corral.compiler.spec import THINKING_PARSERS
+from corral.compiler.thinking import parser_name, supports_thinking
+
+__all__ = ["Split", "ThinkingParser", "ThinkTagParser", "HarmonyParser", "make_parser", "parser_name",
+           "supports_thinking"]
 
 OPEN, CLOSE = "<think>", "</think>"
-_THINK_TEMPLATE = re.compile(r"<think>|\.Thinking\b|\.IsThinkSet\b|enable_thinking|reasoning_content")
-_HARMONY_TEMPLATE = "<|channel|>"
 
 
 @dataclass(frozen=True)
@@ -41,24 +44,6 @@ class ThinkingParser(Protocol):
     def feed(self, text: str) -> Split: ...
 
     def finish(self) -> Split: ...
-
-
-def parser_name(spec: RuntimeSpec) -> str | None:
-    """The thinking format of a model: its PARSER, else the one its template or architecture shows."""
-    declared = getattr(spec, "parser", None)
-    if declared:
-        return declared
-    template = spec.template.source
-    if _HARMONY_TEMPLATE in template or spec.model.architecture == "gpt-oss":
-        return "harmony"
-    if _THINK_TEMPLATE.search(template):
-        return "think"
-    return None
-
-
-def supports_thinking(spec: RuntimeSpec) -> bool:
-    """Whether the model thinks in a format Corral parses (its `thinking` capability)."""
-    return parser_name(spec) is not None
 
 
 def make_parser(name: str, prompt: str) -> ThinkingParser:
