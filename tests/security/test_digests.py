@@ -5,6 +5,7 @@ blob from 50 concurrent uploads of it."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -111,3 +112,21 @@ def test_a_chunked_blob_over_the_size_limit_is_cut_off_and_leaves_nothing(serve,
     assert assert_refused(server, r, 413)["error"] == "Request body exceeds the size limit"
     assert files_under(tmp_path) == before
     assert server.client.head(f"/api/blobs/{GOOD}").status_code == 404
+
+
+def test_a_stalled_upload_is_cut_off_and_leaves_nothing(serve, tmp_path):
+    server = serve(read_timeout=0.5)
+    before = files_under(tmp_path)
+    stalled = threading.Event()
+
+    def chunks():
+        yield DATA[:100]
+        stalled.wait(3)  # longer than the read timeout (httpx reads the answer once the body is sent)
+        yield DATA[100:]
+
+    try:
+        r = server.client.post(f"/api/blobs/{GOOD}", content=chunks())
+    finally:
+        stalled.set()
+    assert assert_refused(server, r, 408)["error"] == "the upload stalled (CORRAL_READ_TIMEOUT)"
+    assert files_under(tmp_path) == before
