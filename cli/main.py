@@ -12,12 +12,12 @@ if any(arg in ("serve", "start", "run") for arg in sys.argv[1:3]):
     from corral.engine.native import load_in_worker
 
     load_in_worker()
-from importlib.metadata import version
 from typing import Callable, Sequence
 
 from corral.cli import definitions, demo, keys, library, models, run, running, serve, transfer
 from corral.cli.context import report
 from corral.cli.exit import ExitCode, exit_code
+from corral.config.version import version_line
 from corral.errors import CorralError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="corral",
         description="Define, run and serve GGUF models from files you keep in git.",
     )
-    parser.add_argument("--version", action="version", version=f"corral {version('corral')}")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     definitions.register(sub)
     models.register(sub)

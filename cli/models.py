@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     for flag in ("modelfile", "parameters", "template", "system", "license"):
         p.add_argument(f"--{flag}", action="store_true", help=f"print only the {flag}")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the GGUF's metadata and tensors")
     p.set_defaults(handler=show)
 
     p = sub.add_parser("cp", help="copy a model")
@@ -189,22 +190,43 @@ def show(args: argparse.Namespace) -> int:
     server = running_server(s.host)
     if server is not None:
         with server:
-            info: dict = dict(server.show(args.name))
+            info: dict = dict(server.show(args.name, verbose=args.verbose))
     else:
         local = Models(store(s), compile_options(s))
         if args.modelfile:
             output.out(local.modelfile(args.name))
             return ExitCode.OK
-        shown = local.show(args.name)
+        shown = local.show(args.name, verbose=args.verbose)
         info = {"modelfile": shown.modelfile, "parameters": shown.parameters, "template": shown.template,
                 "system": shown.system, "license": shown.license, "details": shown.details,
-                "model_info": shown.model_info, "capabilities": shown.capabilities}
+                "model_info": shown.model_info, "capabilities": shown.capabilities, "tensors": shown.tensors}
     for flag in ("modelfile", "parameters", "template", "system", "license"):
         if getattr(args, flag):
             output.out(info.get(flag) or "")
             return ExitCode.OK
-    output.out(summary(info))
+    output.out(summary(info) + (verbose_tables(info) if args.verbose else ""))
     return ExitCode.OK
+
+
+def verbose_tables(info: dict) -> str:
+    """`show -v`'s additions, as `ollama show -v` prints them: every metadata key, then the tensors."""
+    lines = ["", "  Metadata"]
+    for key, value in (info.get("model_info") or {}).items():
+        lines.append(f"    {key:<40}{_metadata_value(value)}")
+    tensors = info.get("tensors") or []
+    if tensors:
+        lines += ["", "  Tensors"]
+        lines += [f"    {t['name']:<40}{t['type']:<10}{list(t['shape'])}" for t in tensors]
+    return "\n".join(lines)
+
+
+def _metadata_value(value: object) -> str:
+    """A value on one line: long arrays by their length and first items, as `ollama show -v` cuts them."""
+    if isinstance(value, list) and len(value) > 5:
+        return "[" + " ".join(str(v) for v in value[:5]) + f" ...+{len(value) - 5} more]"
+    if isinstance(value, list):
+        return "[" + " ".join(str(v) for v in value) + "]"
+    return str(value)
 
 
 def summary(info: dict) -> str:
@@ -218,6 +240,8 @@ def summary(info: dict) -> str:
             ("quantization", details.get("quantization_level", ""))]
     lines = ["  Model"] + [f"    {label:<20}{value}" for label, value in rows if value not in (None, "")]
     lines += ["", "  Capabilities"] + [f"    {c}" for c in info.get("capabilities") or []]
+    if info.get("error"):
+        lines += ["", "  Error (the latest edit; the version above is what serves)", f"    {info['error']}"]
     if info.get("parameters"):
         lines += ["", "  Parameters"] + [f"    {line}" for line in info["parameters"].splitlines()]
     if info.get("system"):

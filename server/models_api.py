@@ -20,15 +20,16 @@ import logging
 import queue
 import threading
 from contextlib import aclosing
+from functools import partial
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from sanic import Blueprint, Request
 from sanic.exceptions import PayloadTooLarge, RequestTimeout
 from sanic.response import HTTPResponse, empty, json as json_response
 
+from corral.config.version import OLLAMA_API_VERSION, corral_version
 from corral.registry.access import RegistryAccess
 from corral.registry.events import SUCCESS, ProgressEvent
 from corral.compiler.resolve import DIGEST, looks_like_path
@@ -62,15 +63,9 @@ def register(bp: Blueprint) -> None:
     bp.add_route(push, "/push", methods=["POST"])
 
 
-def corral_version() -> str:
-    try:
-        return version("corral")
-    except PackageNotFoundError:
-        return "0.0.0"
-
-
 async def version_route(request: Request) -> HTTPResponse:
-    return json_response({"version": corral_version()})
+    """The Ollama API level Corral speaks (clients gate features on it), and Corral's own version."""
+    return json_response({"version": OLLAMA_API_VERSION, "corral_version": corral_version()})
 
 
 Status = dict[str, Any]
@@ -160,18 +155,21 @@ async def tags(request: Request) -> HTTPResponse:
     listings = sorted(listings, key=lambda m: m.modified_at, reverse=True)
     return json_response({"models": [
         {"name": m.name, "model": m.model, "modified_at": rfc3339nano(m.modified_at), "size": m.size,
-         "digest": m.digest, "details": m.details}
+         "digest": m.digest, "details": m.details, "capabilities": m.capabilities}
         for m in listings]})
 
 
 async def show(request: Request) -> HTTPResponse:
+    """Ollama's /api/show; `template_jinja` (Corral's) is what runs when `template` is a Go template,
+    and `error` says why a library model's latest edit is not the version described."""
     body = parse_body(request.body, ShowBody)
-    info = await asyncio.to_thread(request.app.ctx.models.show, body.model)
+    info = await asyncio.to_thread(partial(request.app.ctx.models.show, body.model, verbose=body.verbose))
     out: dict[str, Any] = {
         "license": info.license, "modelfile": info.modelfile, "parameters": info.parameters,
-        "template": info.template, "system": body.system if body.system is not None else info.system,
-        "details": info.details, "model_info": info.model_info, "capabilities": info.capabilities,
-        "modified_at": rfc3339nano(info.modified_at),
+        "template": info.template, "template_jinja": info.template_jinja,
+        "system": body.system if body.system is not None else info.system,
+        "details": info.details, "model_info": info.model_info, "tensors": info.tensors,
+        "capabilities": info.capabilities, "modified_at": rfc3339nano(info.modified_at), "error": info.error,
     }
     if info.messages:
         out["messages"] = info.messages
@@ -187,7 +185,7 @@ async def ps(request: Request) -> HTTPResponse:
     for r in running:
         expires = r.expires_at if r.expires_at is not None else now + _FOREVER
         spec = r.spec
-        rows.append({"name": r.name, "model": r.name, "size": r.size, "digest": _hex(r.digest),
+        rows.append({"name": r.name, "model": r.name, "size": r.size, "digest": request.app.ctx.models.digest_of(spec),
                      "details": _details(spec), "expires_at": rfc3339nano(expires), "size_vram": r.size_vram,
                      "context_length": spec.load.num_ctx, **_processor(spec, gpus)})
     rows.sort(key=lambda row: row["expires_at"], reverse=True)
@@ -202,10 +200,6 @@ def _processor(spec: Any, gpus: int) -> dict[str, str]:
     if where == "cpu" and gpus:
         return {"processor": where, "cpu_reason": cpu_reason(spec)}
     return {"processor": where}
-
-
-def _hex(digest: str) -> str:
-    return digest.removeprefix("sha256:")
 
 
 def _details(spec: Any) -> dict[str, Any]:

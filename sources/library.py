@@ -28,7 +28,7 @@ from corral.compiler.compile import CompileOptions, compile_definition
 from corral.compiler.errors import CompileError, UnknownModelError
 from corral.compiler.resolve import ModelResolver
 from corral.compiler.spec import RuntimeSpec
-from corral.dsl import DefinitionError, Diagnostic, load
+from corral.dsl import DefinitionError, Diagnostic, ModelDefinition, load
 from corral.errors import CorralError
 from corral.sources.bases import Bases, Download, PullState, registry_name
 from corral.store import names
@@ -82,6 +82,7 @@ class Entry:
     source_hash: str = ""
     base: str | None = None  # the registry model FROM names, while the store lacks it
     pull: PullState | None = None  # how its pull stands (set by Library.entries)
+    definition: ModelDefinition | None = None  # what `spec` was compiled from (the served version's Modelfile)
 
     @property
     def digest(self) -> str | None:
@@ -195,6 +196,12 @@ class Library:
             raise ModelNotFoundError(name)
         return entry.spec
 
+    def entry(self, name: str) -> Entry | None:
+        """The entry of model `name` (its state, last good spec and problem), if the library has one."""
+        with self._lock:
+            entry = self._entries.get(self._key(name))
+        return self._with_pull(entry) if entry is not None else None
+
     def has(self, name: str) -> bool:
         with self._lock:
             entry = self._entries.get(self._key(name))
@@ -239,13 +246,13 @@ class Library:
                 if base is None:
                     problem = Problem.of(e, f.path)
                     new[lower] = Entry(f.name, str(f.path), "error", old.spec if old else None, problem, now,
-                                       f.content_hash)
+                                       f.content_hash, definition=old.definition if old else None)
                     changes.append(Change(f.name, "error", str(f.path), problem.render()))
                     continue
                 assert self.bases is not None
                 changed_at = old.changed_at if same and old is not None else now
                 new[lower] = Entry(f.name, str(f.path), "pulling", old.spec if old else None, None, changed_at,
-                                   f.content_hash, base=base)
+                                   f.content_hash, base=base, definition=old.definition if old else None)
                 download = self.bases.measure(base) if measure else None
                 if not same or measure:
                     changes.append(Change(f.name, "pull", str(f.path), _pull_detail(base, download), download))
@@ -254,10 +261,12 @@ class Library:
                 continue
             except CorralError as e:
                 problem = Problem.of(e, f.path)
-                new[lower] = Entry(f.name, str(f.path), "error", old.spec if old else None, problem, now, f.content_hash)
+                new[lower] = Entry(f.name, str(f.path), "error", old.spec if old else None, problem, now, f.content_hash,
+                                   definition=old.definition if old else None)
                 changes.append(Change(f.name, "error", str(f.path), problem.render()))
                 continue
-            new[lower] = Entry(f.name, str(f.path), "ok", spec, None, now, f.content_hash)
+            new[lower] = Entry(f.name, str(f.path), "ok", spec, None, now, f.content_hash,
+                               definition=parsed.definition)
             changes.append(Change(f.name, _action(old, spec), str(f.path)))
         for lower, old in current.items():
             if lower not in new:

@@ -13,11 +13,14 @@ from typing import Any, Literal
 
 from corral.compiler.compile import CompileOptions, compile_definition
 from corral.compiler.spec import RuntimeSpec
+from corral.sources.describe import Describer, ShowInfo
 from corral.dsl.format import format_modelfile
 from corral.store import names
 from corral.store.create import StoreResolver
 from corral.store.layers import definition_of, read_parts
 from corral.store.store import ModelEntry, Store
+
+__all__ = ["ModelListing", "Models", "ShowInfo"]
 
 
 @dataclass(frozen=True)
@@ -31,47 +34,7 @@ class ModelListing:
     modified_at: datetime
     details: dict[str, Any]
     source: Literal["store", "library"] = "store"
-
-
-@dataclass(frozen=True)
-class ShowInfo:
-    """What /api/show and `corral show` report."""
-
-    modelfile: str
-    parameters: str
-    template: str
-    system: str
-    license: str
-    details: dict[str, Any]
-    model_info: dict[str, Any]
-    capabilities: list[str]
-    modified_at: datetime
-    messages: list[dict[str, str]] = field(default_factory=list)
-    spec: RuntimeSpec | None = None
-
-
-def details_of(spec: RuntimeSpec) -> dict[str, Any]:
-    m = spec.model
-    return {"parent_model": "", "format": "gguf", "family": m.architecture, "families": [m.architecture],
-            "parameter_size": m.parameter_size, "quantization_level": m.quantization}
-
-
-def capabilities_of(spec: RuntimeSpec) -> list[str]:
-    caps = ["completion"]
-    source = spec.template.source
-    if ".Tools" in source or "tools" in spec.template.jinja:
-        caps.append("tools")
-    return caps
-
-
-def parameters_text(spec: RuntimeSpec) -> str:
-    """Ollama's `parameters` text: `%-30s %#v` per value, each stop on its own line."""
-    lines = []
-    for key, value in spec.parameters.items():
-        for v in (value if isinstance(value, tuple) else (value,)):
-            shown = f'"{v}"' if isinstance(v, str) else ("true" if v is True else "false" if v is False else v)
-            lines.append(f"{key:<30} {shown}")
-    return "\n".join(lines)
+    capabilities: list[str] = field(default_factory=list)
 
 
 class Models:
@@ -81,7 +44,9 @@ class Models:
         self.store = store
         self.options = options
         self._cache: dict[str, RuntimeSpec] = {}
+        self._manifests: dict[str, str] = {}  # spec digest -> the manifest digest it was compiled from
         self._lock = threading.Lock()
+        self.describer = Describer()
 
     def _entry(self, name: str) -> ModelEntry:
         names.parse(name)  # InvalidNameError first, as Ollama answers 400 before 404
@@ -100,16 +65,24 @@ class Models:
                                   resolver=StoreResolver(self.store), options=self.options)
         with self._lock:
             self._cache[entry.digest] = spec
+            self._manifests[spec.digest] = entry.digest
         return spec
+
+    def digest_of(self, spec: RuntimeSpec) -> str | None:
+        """The manifest digest (hex) of the stored model `spec` was compiled from, if it was."""
+        with self._lock:
+            return self._manifests.get(spec.digest)
 
     def list(self) -> list[ModelListing]:
         out = []
         for entry in self.store.list_models():
             try:
-                details = details_of(self.spec(entry.name))
+                facts = self.describer.facts(self.spec(entry.name))
+                details, caps = facts.details, facts.capabilities
             except Exception:  # a broken model still lists, as Ollama lists what it can read
-                details = {"format": "gguf"}
-            out.append(ModelListing(entry.name, entry.name, entry.digest, entry.size, entry.modified_at, details))
+                details, caps = {"format": "gguf"}, []
+            out.append(ModelListing(entry.name, entry.name, entry.digest, entry.size, entry.modified_at, details,
+                                    capabilities=caps))
         return out
 
     def modelfile(self, name: str) -> str:
@@ -120,21 +93,7 @@ class Models:
                   f"# To build a new Modelfile based on this, replace FROM with:\n# FROM {entry.name}\n\n")
         return header + format_modelfile(definition)
 
-    def show(self, name: str) -> ShowInfo:
+    def show(self, name: str, *, verbose: bool = False) -> ShowInfo:
         entry = self._entry(name)
-        spec = self.spec(name)
-        m = spec.model
-        arch = m.architecture
-        model_info: dict[str, Any] = {
-            "general.architecture": arch, "general.parameter_count": m.parameter_count,
-            f"{arch}.context_length": m.context_length, f"{arch}.embedding_length": m.embedding_length,
-            f"{arch}.block_count": m.block_count, f"{arch}.attention.head_count": m.head_count,
-            f"{arch}.attention.head_count_kv": m.head_count_kv,
-        }
-        return ShowInfo(
-            modelfile=self.modelfile(name), parameters=parameters_text(spec),
-            template=spec.template.source if spec.template.origin != "default" else "",
-            system=spec.system or "", license="\n".join(spec.licenses), details=details_of(spec),
-            model_info=model_info, capabilities=capabilities_of(spec), modified_at=entry.modified_at,
-            messages=[msg.model_dump() for msg in spec.messages], spec=spec,
-        )
+        return self.describer.show(self.spec(name), modelfile=self.modelfile(name), modified_at=entry.modified_at,
+                                   verbose=verbose)

@@ -37,6 +37,9 @@ class TinyLlama:
     chat_template: str | None = CHATML
     file_type: bool = True  # write general.file_type
     name: str = "Tiny Llama"
+    architecture: str = "llama"  # the keys' prefix; "bert" makes an embedding model for capability tests
+    fim: bool = False  # name fill-in-the-middle tokens (tokenizer.ggml.fim_pre/suf/mid_token_id)
+    pooling: int | None = None  # write <arch>.pooling_type (1: mean), which makes it an embedding model
 
     @property
     def vocab(self) -> list[str]:
@@ -74,7 +77,7 @@ class TinyLlama:
 
 def write_tiny_llama(path: Path, spec: TinyLlama = TinyLlama(), seed: int = 0) -> Path:
     """Write `spec` as a GGUF at `path` with small random weights; returns `path`."""
-    _write(gguf.GGUFWriter(str(path), "llama"), spec, seed)
+    _write(gguf.GGUFWriter(str(path), spec.architecture), spec, seed)
     return path
 
 
@@ -116,6 +119,11 @@ def _write(w: gguf.GGUFWriter, spec: TinyLlama, seed: int) -> None:
     w.add_eos_token_id(2)
     if spec.chat_template is not None:
         w.add_chat_template(spec.chat_template)
+    if spec.fim:  # three words of the vocabulary stand in for the FIM tokens
+        for key, token in (("fim_pre", 259), ("fim_suf", 260), ("fim_mid", 261)):
+            w.add_uint32(f"tokenizer.ggml.{key}_token_id", token)
+    if spec.pooling is not None:
+        w.add_pooling_type(gguf.PoolingType(spec.pooling))
     qtype = gguf.GGMLQuantizationType[spec.quant]
     for name, shape in spec.matrices().items():
         data = gguf.quants.quantize((rng.standard_normal(shape) * 0.02).astype(np.float32), qtype)

@@ -390,6 +390,30 @@ def read_array_strings(path: str | Path, array: ArrayValue, indices: set[int]) -
     return found
 
 
+def read_array_items(path: str | Path, array: ArrayValue) -> tuple[Scalar, ...]:
+    """Every item of an array that check_gguf already validated (`/api/show` with `verbose`).
+
+    Short arrays are already decoded; long ones are read again from the file, which the check
+    proved holds them, so no count here is trusted beyond what it checked."""
+    if array.items is not None:
+        return array.items
+    path = Path(path)
+    try:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if array.item_type != "string":
+                vtype = next(t for t, (name, _) in SCALAR_TYPES.items() if name == array.item_type)
+                fmt = "<" + SCALAR_TYPES[vtype][1][1] * array.length
+                return struct.unpack_from(fmt, buf, array.offset)
+            cur = _Cursor(buf, len(buf))
+            cur.pos = array.offset
+            return tuple(cur.raw_string(MAX_STRING_BYTES, "an item of a string array").decode("utf-8", errors="replace")
+                         for _ in range(array.length))
+    except (_Truncated, struct.error):
+        raise _fail("truncated", "an array ends past the end of the file") from None
+    except OSError as e:
+        raise WeightsError(f"cannot read weights file {path.name}: {e.strerror or e}") from e
+
+
 def _magic_hint(buf: mmap.mmap) -> str:
     """Name the format the file really is, when its first bytes give it away."""
     head = bytes(buf[:64])

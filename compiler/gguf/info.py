@@ -17,17 +17,20 @@ describes the model from the first shard's metadata and the tensors of all of th
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
 from gguf import LlamaFileType
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.compiler.errors import GGUFError
-from corral.compiler.gguf.check import ArrayValue, GGUFHeader, Scalar, TensorEntry, check_gguf, read_array_strings
+from corral.compiler.gguf.check import (ArrayValue, GGUFHeader, Scalar, TensorEntry, check_gguf, read_array_items,
+                                        read_array_strings)
 
 _LAYER = re.compile(r"blk\.(\d+)\.")
 INPUT_TENSORS = frozenset({"token_embd.weight", "token_embd_norm.weight", "token_embd_norm.bias"})
@@ -204,6 +207,49 @@ def model_info_from_header(header: GGUFHeader) -> ModelInfo:
         tied_copy_bytes=tied_copy,
         tensors=tensors,
     )
+
+
+# /api/show's model_info leaves out what it shows elsewhere (the name, the template), as Ollama does,
+# and without `verbose` gives long arrays (the tokenizer's) as null: megabytes nobody asked for.
+SHOWN_ELSEWHERE = frozenset({"general.name", "tokenizer.chat_template"})
+SHOWN_STRINGS = 64  # string arrays up to this long are shown without verbose (check.py decodes them)
+SHOWN_NUMBERS = 1024  # number arrays (per-layer hyperparameters) up to this long likewise
+PER_TOKEN = "tokenizer.ggml."  # its arrays (tokens, scores, merges, token_type) need verbose whatever their length
+
+
+def show_metadata(headers: Sequence[GGUFHeader], *, verbose: bool = False) -> dict[str, Any]:
+    """The GGUF's metadata as `/api/show` gives it in `model_info`, from checked headers (a split
+    model's shards, in order: the metadata is the first's, the parameter count all of theirs)."""
+    first = headers[0]
+    out: dict[str, Any] = {}
+    for key, value in first.metadata.items():
+        if key in SHOWN_ELSEWHERE:
+            continue
+        if isinstance(value, ArrayValue):
+            limit = SHOWN_STRINGS if value.item_type == "string" else SHOWN_NUMBERS
+            short = value.items is not None and value.length <= limit and not key.startswith(PER_TOKEN)
+            if verbose:
+                out[key] = [_json_scalar(v) for v in read_array_items(first.path, value)]
+            else:
+                out[key] = [_json_scalar(v) for v in value.items] if short and value.items is not None else None
+        else:
+            out[key] = _json_scalar(value)
+    out["general.parameter_count"] = sum(t.n_elements for h in headers for t in h.tensors)
+    return dict(sorted(out.items()))
+
+
+def show_tensors(headers: Sequence[GGUFHeader]) -> list[dict[str, Any]]:
+    """`/api/show`'s `tensors` (with `verbose`): name, type and shape (GGUF order), as Ollama lists them."""
+    return [{"name": t.name, "type": t.type_name, "shape": list(t.shape)} for h in headers for t in h.tensors]
+
+
+def _json_scalar(value: Scalar) -> Scalar:
+    """A float32 as its shortest decimal (1e-05, not 9.999999747378752e-06), as Go prints one."""
+    if isinstance(value, float) and math.isfinite(value):
+        single = np.float32(value)
+        if float(single) == value:  # it was a float32 in the file (a float64 would not round-trip)
+            return float(str(single))
+    return value
 
 
 def parameter_size_label(n: int) -> str:
