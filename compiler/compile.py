@@ -90,7 +90,6 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
     )
 
 
-def _auto_slots(planned, options: CompileOptions):
 def _parser(d: ModelDefinition) -> str | None:
     """The definition's PARSER, checked against the formats Corral parses."""
     if d.parser is None:
@@ -102,6 +101,7 @@ def _parser(d: ModelDefinition) -> str | None:
     return name
 
 
+def _auto_slots(planned, options: CompileOptions):
     """The most slots (up to the cap) whose plan keeps every layer where one slot would put it and,
     on the CPU, leaves at least half the available memory to the rest of the machine."""
     one = planned(1)
