@@ -28,6 +28,7 @@ from sanic.response import HTTPResponse, json as json_response
 from corral.runtime import inference
 from corral.runtime.inference import Calls, ChatInput, Done, Event, TextEvent, ThinkingEvent
 from corral.runtime.tools import ToolCall
+from corral.server.guard import metered
 from corral.server.errors import BadRequestError, anthropic_body
 from corral.server.anthropic_schemas import Block, CountTokensBody, MessagesBody, TextBlock
 from corral.server.openai_api import _collect as collect  # the chat endpoint's, so both collect alike
@@ -173,7 +174,8 @@ async def messages(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, MessagesBody)
     ctx = request.app.ctx
     job = chat_input(body)
-    events = inference.run(ctx.scheduler, ctx.models, body.model, None, lambda spec: inference.plan_chat(spec, job))
+    events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
+                                            lambda spec: inference.plan_chat(spec, job)))
     if not body.stream:
         thinking: list[str] = []
         text, calls, done = await collect(events, thinking)

@@ -26,6 +26,7 @@ from corral.runtime import inference
 from corral.runtime.inference import Calls, ChatInput, Done, Event, TextEvent, ThinkingEvent
 from corral.runtime.structured import response_format_to_format
 from corral.runtime.tools import ToolCall
+from corral.server.guard import metered
 from corral.server.errors import BadRequestError, message_of, openai_type, status_of
 # The chat endpoint's own helpers, so both endpoints read effort and collect answers alike.
 from corral.server.openai_api import _EFFORT as EFFORT, _collect as collect
@@ -217,7 +218,8 @@ async def responses(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, ResponsesBody)
     ctx = request.app.ctx
     job = chat_input(body)
-    events = inference.run(ctx.scheduler, ctx.models, body.model, None, lambda spec: inference.plan_chat(spec, job))
+    events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
+                                            lambda spec: inference.plan_chat(spec, job)))
     reply = Reply(body)
     if not body.stream:
         thinking: list[str] = []

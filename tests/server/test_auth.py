@@ -168,6 +168,21 @@ def test_usage_is_counted_per_key_from_the_responses_and_kept_in_the_home(fake):
     }
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/messages", {"model": "smol", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}),
+    ("/v1/responses", {"model": "smol", "input": "Hi"}),
+    ("/v1/chat/completions", {"model": "smol", "messages": [{"role": "user", "content": "Hi"}]}),
+])
+def test_every_generating_api_counts_its_tokens_against_the_key(fake, path, body):
+    key = add_key(fake, "meter")
+    script = fake.engines
+    assert fake.client.post(path, json=body, headers=bearer(key)).status_code == 200
+    usage = UsageFile(fake.settings.models.parent)
+    found = until(lambda: usage.read().get("meter"), timeout=30)
+    assert found.to_json() == {"requests": 1, "prompt_tokens": script.prompt_eval_count,
+                               "generated_tokens": len(script.pieces)}
+
+
 # -- the bind policy and TLS, through the real command -------------------------------------------
 
 def corral(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
