@@ -167,7 +167,8 @@ class BatchLoop:
 
     def _prompt_tokens(self, req: GenerateRequest) -> list[int]:
         # The prompt was rendered by a chat template, so control-token text in it is meant.
-        tokens = self.model.tokenize(req.prompt, add_special=False, parse_special=True)
+        tokens = (list(req.prompt_tokens) if req.prompt_tokens is not None
+                  else self.model.tokenize(req.prompt, add_special=False, parse_special=True))
         if req.add_bos and self.model.add_bos and (not tokens or tokens[0] != self.model.bos):
             tokens.insert(0, self.model.bos)
         if not tokens:

@@ -19,13 +19,14 @@ import logging
 import secrets
 import time
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from corral.compiler.spec import RuntimeSpec
 from corral.dsl.parameters import LOAD_TIME
 from corral.engine.errors import EngineError
 from corral.engine.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling
+from corral.runtime import truncate
 from corral.runtime.errors import InvalidRequestError, UnsupportedRequestError
 from corral.runtime.scheduler import ModelSource, Scheduler
 from corral.runtime.structured import format_grammar, tool_call_grammar
@@ -111,6 +112,9 @@ class Plan:
     tool_names: list[str] | None = None  # parse tool calls out of the text when set
     thinking: str | None = None  # the thinking parser (corral.runtime.thinking) when the model thinks
     show_thinking: bool = True  # False: think was false, and what the model still thinks is dropped
+    truncate: bool = True  # drop old messages (then cut tokens) to fit num_ctx; False: refuse (corral.runtime.truncate)
+    history: list[dict[str, Any]] | None = None  # a chat's messages, which truncation may drop from the front
+    rebuild: Callable[[list[dict[str, Any]]], "Plan"] | None = None  # the same plan for fewer messages
 
 
 @dataclass
@@ -121,6 +125,7 @@ class ChatInput:
     format: str | dict | None = None
     options: dict[str, Any] = field(default_factory=dict)
     think: bool | str | None = None
+    truncate: bool = True
 
 
 @dataclass
@@ -134,6 +139,7 @@ class GenerateInput:
     format: str | dict | None = None
     options: dict[str, Any] = field(default_factory=dict)
     think: bool | str | None = None
+    truncate: bool = True
 
 
 def _sampling(spec: RuntimeSpec, options: Mapping[str, Any]) -> tuple[Sampling, tuple[str, ...]]:
@@ -190,7 +196,8 @@ def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
         grammar = None
     sampling, stop = _sampling(spec, chat.options)
     return Plan(prompt, sampling, stop, grammar, [f["name"] for f in fns] if tools else None, thinking,
-                think is not False)
+                think is not False, chat.truncate, chat.messages,
+                lambda kept: plan_chat(spec, replace(chat, messages=kept)))
 
 
 def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -216,7 +223,7 @@ def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
     prompt = generate_prompt(spec, gen.prompt, gen.system, gen.template, gen.raw, think)
     sampling, stop = _sampling(spec, gen.options)
     return Plan(prompt, sampling, stop, format_grammar(gen.format), thinking=thinking,
-                show_thinking=think is not False)
+                show_thinking=think is not False, truncate=gen.truncate)
 
 
 Planner = Callable[[RuntimeSpec], Plan]
@@ -231,8 +238,10 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
     async with scheduler.use(name, keep_alive, spec) as lease:
         if lease.spec.digest != spec.digest:
             plan = planner(lease.spec)
+        plan, tokens = await _fit(plan, lease.spec.load.num_ctx, lease.engine.tokenize)
         request = GenerateRequest(id=request_id(), prompt=plan.prompt, sampling=plan.sampling,
-                                  stop=plan.stop, grammar=plan.grammar)
+                                  stop=plan.stop, grammar=plan.grammar,
+                                  prompt_tokens=tuple(tokens) if tokens is not None else None)
         parser = ToolStream(plan.tool_names) if plan.tool_names is not None else None
         thinker = make_parser(plan.thinking, plan.prompt) if plan.thinking else None
         final: Final | None = None
@@ -256,6 +265,22 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
         if final is None:
             raise EngineError("the model stopped without finishing its answer")
         yield Done.of(final, lease.load_duration_ns, time.perf_counter_ns() - started)
+
+
+async def _fit(plan: Plan, num_ctx: int, tokenize: truncate.Tokenize) -> tuple[Plan, list[int] | None]:
+    """The plan whose prompt fits num_ctx (older messages dropped) and its tokens if they were cut."""
+    history = plan.history
+    plans = {0: plan}
+
+    def prompt_at(start: int) -> str:
+        if start not in plans and history is not None and plan.rebuild is not None:
+            plans[start] = plan.rebuild(truncate.window(history, start))
+        return plans[start].prompt
+
+    start, tokens = await truncate.fit(prompt_at, history if plan.rebuild else None, num_ctx=num_ctx,
+                                       num_predict=plan.sampling.num_predict, num_keep=plan.sampling.num_keep,
+                                       truncate=plan.truncate, tokenize=tokenize)
+    return plans[start], tokens
 
 
 def _split_events(split: Split, tools: ToolStream | None, show_thinking: bool) -> list[Event]:

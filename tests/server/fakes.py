@@ -94,6 +94,10 @@ class ScriptedEngine:
                 script.closed_early += 1
                 script.stream_closed.set()
 
+    async def tokenize(self, text: str) -> list[int]:
+        """One token per word (what a prompt's length is measured in when it may not fit)."""
+        return list(range(len(text.split())))
+
     async def embed(self, req: EmbedRequest) -> Embeddings:
         self.script.embedded.append(req)
         vector = self.script.embedding(req.normalize)

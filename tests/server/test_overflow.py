@@ -1,0 +1,88 @@
+"""Context overflow with the real SmolLM2 (num_ctx 2048): a request shaped like Open WebUI's first
+chat (36 tool definitions and a long history, far over the window) is answered, old messages and
+then prompt tokens dropped as Ollama drops them; truncate false is a 400 that gives the numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import ollama
+import pytest
+
+from corral.config.settings import Settings
+from corral.dsl import parse_modelfile
+from corral.server.app import create_app
+from corral.store.create import create_model
+from corral.store.store import Store
+from tests.server.live import LiveServer
+from tests.specs import cpu_options
+
+pytestmark = pytest.mark.model
+
+MODEL = "smol"
+
+
+def tools(n: int) -> list[dict]:
+    """`n` tool definitions the size of Open WebUI's built-in ones (about 150 tokens each)."""
+    return [{"type": "function", "function": {
+        "name": f"tool_{i}",
+        "description": f"Tool number {i}: searches the user's notes, memories and files for a query, "
+                       "ranks what it finds by relevance and returns the best matches with their titles.",
+        "parameters": {"type": "object", "required": ["query"], "properties": {
+            "query": {"type": "string", "description": "What to search for, in the user's words."},
+            "limit": {"type": "integer", "description": "How many matches to return at most (default 5)."},
+            "collection": {"type": "string", "enum": ["notes", "memories", "files", "chats"],
+                           "description": "Where to search."}}}}} for i in range(n)]
+
+
+def history(turns: int) -> list[dict]:
+    out: list[dict] = [{"role": "system", "content": "You are a helpful assistant."}]
+    for i in range(turns):
+        out.append({"role": "user", "content": f"Tell me fact number {i} about the ocean, in two sentences."})
+        out.append({"role": "assistant", "content": f"Fact {i}: the ocean covers most of the planet and holds "
+                                                    "almost all of its water, with many creatures in its depths."})
+    out.append({"role": "user", "content": "What is the capital of France?"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, smollm2_gguf):
+    root: Path = tmp_path_factory.mktemp("overflow")
+    definition = parse_modelfile(f"FROM {smollm2_gguf}\nPARAMETER num_ctx 2048\n", str(root / "Modelfile")).definition
+    create_model(Store(root / "models"), MODEL, definition, base_dir=root, options=cpu_options(num_parallel=1))
+    with LiveServer(create_app(Settings(models=root / "models", num_parallel=1, keep_alive="-1"),
+                               name="corral_overflow")) as live:
+        yield live
+
+
+def test_an_open_webui_shaped_chat_over_num_ctx_is_answered(server, caplog):
+    client = ollama.Client(host=server.url, timeout=600)
+    messages = history(40)  # 81 messages, and 36 tools: several times num_ctx
+    reply = client.chat(model=MODEL, messages=messages, tools=tools(36), options={"temperature": 0, "num_predict": 8})
+    assert reply.done and reply.done_reason in ("stop", "length")
+    assert reply.message.content or reply.message.tool_calls
+    assert 0 < reply.prompt_eval_count <= 2048 - 8
+
+
+def test_a_long_history_loses_its_oldest_turns_and_is_answered(server):
+    client = ollama.Client(host=server.url, timeout=600)
+    reply = client.chat(model=MODEL, messages=history(60), options={"temperature": 0, "num_predict": 8})
+    assert reply.done and reply.message.content
+    assert reply.prompt_eval_count <= 2048 - 8
+
+
+def test_truncate_false_is_a_400_that_says_by_how_much(server):
+    body = {"model": MODEL, "messages": history(60), "truncate": False, "stream": False}
+    response = httpx.post(server.url + "/api/chat", json=body, timeout=600)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error.startswith("the prompt is ") and "more than the context window of 2048 tokens (num_ctx)" in error
+    n = int(error.split()[3])
+    assert f"{n} tokens, {n - 2048} more than" in error
+
+
+def test_a_generate_prompt_over_num_ctx_is_cut_and_answered(server):
+    client = ollama.Client(host=server.url, timeout=600)
+    reply = client.generate(model=MODEL, prompt="The sea is deep. " * 600, options={"temperature": 0, "num_predict": 8})
+    assert reply.done and reply.prompt_eval_count <= 2048 - 8
