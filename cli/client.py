@@ -136,6 +136,9 @@ class ShowResponse(TypedDict, total=False):
     capabilities: list[str]
     messages: list[Message]
     modified_at: str
+    tensors: list[dict[str, Any]]  # with verbose
+    template_jinja: str  # Corral's: what runs, when `template` is a Go template
+    error: str  # Corral's: why a library model's latest edit is not the version shown
 
 
 class Progress(TypedDict, total=False):
