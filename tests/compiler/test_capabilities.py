@@ -65,3 +65,25 @@ def test_model_info_is_the_metadata_with_long_arrays_null_unless_verbose(tmp_pat
     tensors = show_tensors([header])
     assert tensors[0] == {"name": "token_embd.weight", "type": "F32", "shape": [tiny.embd, len(tiny.vocab)]}
     assert len(tensors) == len(tiny.matrices()) + len(tiny.norms())
+
+
+@pytest.mark.model
+def test_verbose_model_info_is_what_the_gguf_package_reads(smollm2_gguf):
+    """The bounded reader's model_info, arrays and all, against gguf.GGUFReader on SmolLM2."""
+    import gguf
+
+    info = show_metadata([check_gguf(smollm2_gguf)], verbose=True)
+    reader = gguf.GGUFReader(str(smollm2_gguf))
+    fields = {name: f for name, f in reader.fields.items() if not name.startswith("GGUF.")}
+    assert set(info) == (set(fields) - {"general.name", "tokenizer.chat_template"}) | {"general.parameter_count"}
+    for name, value in info.items():
+        if name == "general.parameter_count":
+            assert value == sum(int(t.n_elements) for t in reader.tensors) == 134_515_008
+            continue
+        expected = fields[name].contents()
+        if isinstance(expected, list) and expected and isinstance(expected[0], float):
+            assert value == pytest.approx(expected), name
+        elif isinstance(expected, float):
+            assert value == pytest.approx(expected), name
+        else:
+            assert value == expected, name
