@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from corral.compiler.spec import RuntimeSpec
-from corral.dsl.parameters import LOAD_TIME
+from corral.compiler.variant import load_variant, requested
 from corral.engine.errors import EngineError
 from corral.engine.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling
 from corral.runtime import truncate
@@ -115,6 +115,7 @@ class Plan:
     truncate: bool = True  # drop old messages (then cut tokens) to fit num_ctx; False: refuse (corral.runtime.truncate)
     history: list[dict[str, Any]] | None = None  # a chat's messages, which truncation may drop from the front
     rebuild: Callable[[list[dict[str, Any]]], "Plan"] | None = None  # the same plan for fewer messages
+    load: dict[str, Any] = field(default_factory=dict)  # the request's load-time options (num_ctx, ...)
 
 
 @dataclass
@@ -143,9 +144,6 @@ class GenerateInput:
 
 
 def _sampling(spec: RuntimeSpec, options: Mapping[str, Any]) -> tuple[Sampling, tuple[str, ...]]:
-    ignored = sorted(set(options) & LOAD_TIME)
-    if ignored:
-        log.info("load-time options %s apply when a model is created, not per request", ", ".join(ignored))
     stop = tuple(options["stop"]) if options.get("stop") else tuple(spec.stop)
     return Sampling.from_options(spec.options, options), stop
 
@@ -197,7 +195,7 @@ def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
     sampling, stop = _sampling(spec, chat.options)
     return Plan(prompt, sampling, stop, grammar, [f["name"] for f in fns] if tools else None, thinking,
                 think is not False, chat.truncate, chat.messages,
-                lambda kept: plan_chat(spec, replace(chat, messages=kept)))
+                lambda kept: plan_chat(spec, replace(chat, messages=kept)), requested(chat.options))
 
 
 def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -223,7 +221,7 @@ def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
     prompt = generate_prompt(spec, gen.prompt, gen.system, gen.template, gen.raw, think)
     sampling, stop = _sampling(spec, gen.options)
     return Plan(prompt, sampling, stop, format_grammar(gen.format), thinking=thinking,
-                show_thinking=think is not False, truncate=gen.truncate)
+                show_thinking=think is not False, truncate=gen.truncate, load=requested(gen.options))
 
 
 Planner = Callable[[RuntimeSpec], Plan]
@@ -235,7 +233,8 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
     started = time.perf_counter_ns()
     spec = await asyncio.to_thread(models.spec, name)
     plan = planner(spec)
-    async with scheduler.use(name, keep_alive, spec) as lease:
+    spec, variant = await _variant(models, spec, plan.load)
+    async with scheduler.use(name, keep_alive, spec, variant) as lease:
         if lease.spec.digest != spec.digest:
             plan = planner(lease.spec)
         plan, tokens = await _fit(plan, lease.spec.load.num_ctx, lease.engine.tokenize)
@@ -265,6 +264,20 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
         if final is None:
             raise EngineError("the model stopped without finishing its answer")
         yield Done.of(final, lease.load_duration_ns, time.perf_counter_ns() - started)
+
+
+async def _variant(models: ModelSource, spec: RuntimeSpec, load: Mapping[str, Any]) -> tuple[RuntimeSpec, bool]:
+    """The spec to load for a request's load-time options, and whether it differs from the model's."""
+    options = getattr(models, "options", None)  # the machine's compile options (a Catalog has them)
+    if not load or options is None:
+        return spec, False
+    variant, notes = await asyncio.to_thread(load_variant, spec, load, options)
+    for note in notes:
+        log.info("%s", note)
+    if variant is not spec:
+        log.info("%s is loaded with the request's %s", spec.name,
+                 ", ".join(f"{k} {v}" for k, v in sorted(load.items())))
+    return variant, variant is not spec
 
 
 async def _fit(plan: Plan, num_ctx: int, tokenize: truncate.Tokenize) -> tuple[Plan, list[int] | None]:
@@ -323,11 +336,12 @@ class EmbedResult:
 
 
 async def embed(scheduler: Scheduler, models: ModelSource, name: str, inputs: list[str], *, truncate: bool,
-                normalize: bool, keep_alive: float | None) -> EmbedResult:
-    """Embed `inputs` (an empty list only loads the model)."""
+                normalize: bool, keep_alive: float | None, options: Mapping[str, Any] | None = None) -> EmbedResult:
+    """Embed `inputs` (an empty list only loads the model); load-time `options` load a variant."""
     started = time.perf_counter_ns()
     spec = await asyncio.to_thread(models.spec, name)
-    async with scheduler.use(name, keep_alive, spec) as lease:
+    spec, variant = await _variant(models, spec, requested(options or {}))
+    async with scheduler.use(name, keep_alive, spec, variant) as lease:
         if not inputs:
             return EmbedResult([], 0, lease.load_duration_ns, time.perf_counter_ns() - started)
         result: Embeddings = await lease.engine.embed(

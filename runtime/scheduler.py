@@ -57,6 +57,9 @@ class SchedulerSettings:
     gpus: int = 0  # GPUs the machine has: a model planned on the CPU beside them is warned about
 
 
+VARIANT = "@load:"  # in the key of a model loaded with a request's load-time options
+
+
 @dataclass
 class Runner:
     key: str
@@ -69,6 +72,11 @@ class Runner:
     last_used: float = field(default_factory=time.monotonic)
     draining: bool = False  # replaced by a newer load; closes when idle
     _timer: asyncio.TimerHandle | None = None
+
+    @property
+    def name(self) -> str:
+        """The model's name (a variant's key carries its load options' digest after VARIANT)."""
+        return self.key.partition(VARIANT)[0]
 
     @property
     def size(self) -> int:
@@ -128,13 +136,15 @@ class Scheduler:
     # -- public ---------------------------------------------------------------------------------
     @asynccontextmanager
     async def use(self, name: str, keep_alive: float | None = None,
-                  spec: RuntimeSpec | None = None) -> AsyncIterator[Lease]:
+                  spec: RuntimeSpec | None = None, variant: bool = False) -> AsyncIterator[Lease]:
         """Hold the runner of model `name` for one request, loading it if needed.
 
-        `spec`: the model's current spec when the caller has just resolved it (saves a lookup)."""
+        `spec`: the model's current spec when the caller has just resolved it (saves a lookup).
+        `variant`: `spec` has a request's load options (corral.compiler.variant); it runs as a model
+        of its own beside the definition's, under the same eviction rules."""
         if spec is None:
             spec = await asyncio.to_thread(self.source.spec, name)
-        key = spec.name
+        key = spec.name + VARIANT + spec.load_digest.removeprefix("sha256:")[:12] if variant else spec.name
         slots = sum(r.spec.plan.sequences for r in self._runners.values() if r.key == key) or spec.plan.sequences
         busy = sum(r.refs for r in self._runners.values() if r.key == key)
         if busy + self._waiting >= slots + self.settings.max_queue:
@@ -167,7 +177,7 @@ class Scheduler:
             key = (await asyncio.to_thread(self.source.spec, name)).name
         except Exception:
             key = name
-        found = [r for r in self._runners.values() if r.key == key]
+        found = [r for r in self._runners.values() if r.name == key]
         for runner in found:
             runner.keep_alive = 0
             if runner.refs == 0:
@@ -183,7 +193,7 @@ class Scheduler:
                 expires = now_wall + timedelta(seconds=max(0.0, r.expires - now))
             elif r.keep_alive >= 0 and r.refs > 0:
                 expires = now_wall + timedelta(seconds=r.keep_alive)
-            out.append(RunningModel(r.key, r.spec.digest, r.size, r.size_vram, expires, r.spec, r.refs,
+            out.append(RunningModel(r.name, r.spec.digest, r.size, r.size_vram, expires, r.spec, r.refs,
                                     r.engine, r.load_duration_ns))
         return out
 

@@ -147,7 +147,7 @@ async def embed(request: Request) -> HTTPResponse:
     body = parse_body(request.body, EmbedBody)
     ctx = request.app.ctx
     result = await inference.embed(ctx.scheduler, ctx.models, body.model, body.input, truncate=body.truncate,
-                                   normalize=True, keep_alive=body.keep_alive)
+                                   normalize=True, keep_alive=body.keep_alive, options=body.options)
     count(request, result.prompt_eval_count)
     out: dict[str, Any] = {"model": body.model,
                            "embeddings": [inference.shorten(v, body.dimensions) for v in result.vectors]}
