@@ -302,9 +302,14 @@ class Store:
         except InvalidManifestError as e:
             log.warning("deleting %s without its blobs: %s", path, e)
             layers = ()
+        except FileNotFoundError:  # a concurrent delete got there first
+            raise ModelNotFoundError(_label(name)) from None
         keep = self._referenced(skip=path)
         doomed = [d for d in dict.fromkeys(layer.digest for layer in layers) if d not in keep]
-        path.unlink()
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise ModelNotFoundError(_label(name)) from None
         _remove_empty_dirs([path.parent, *path.parent.parents], stop=self.manifests_dir)
         removed = []
         for digest in doomed:
