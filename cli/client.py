@@ -287,6 +287,13 @@ class Client:
             body["options"] = options
         return self._json("POST", "/api/generate", body)
 
+    def embed(self, model: str, inputs: list[str], *, keep_alive: str | float | None = None) -> list[list[float]]:
+        """/api/embed: one (normalized) vector per input."""
+        body: dict[str, Any] = {"model": model, "input": inputs}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        return self._json("POST", "/api/embed", body)["embeddings"]
+
     def ps(self) -> list[RunningModel]:
         return self._json("GET", "/api/ps")["models"]
 

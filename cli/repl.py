@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from corral.cli import output
 from corral.cli.client import Message
 from corral.cli.context import report
 from corral.cli.exit import ExitCode
-from corral.cli.run import Session, ThinkingView, render_stats, write
+from corral.cli.run import Format, Session, ThinkingView, render_stats, user_message, wrapped, write
 from corral.errors import CorralError
 from corral.dsl import parameters as P
 from corral.dsl.errors import did_you_mean
@@ -26,6 +26,8 @@ PROMPT, CONTINUATION, FENCE = ">>> ", "... ", '"""'
 HELP = """Available Commands:
   /set            Set session variables
   /show           Show model information
+  /load <model>   Load a session or model
+  /save <model>   Save your current session
   /clear          Clear session context
   /bye            Exit
   /?, /help       Help for a command
@@ -36,6 +38,10 @@ Use \"\"\" to begin a multi-line message."""
 HELP_SET = """Available Commands:
   /set parameter ...     Set a parameter
   /set system <string>   Set system message
+  /set history           Enable history
+  /set nohistory         Disable history
+  /set wordwrap          Enable wordwrap
+  /set nowordwrap        Disable wordwrap
   /set format json       Enable JSON mode
   /set noformat          Disable formatting
   /set verbose           Show LLM stats
@@ -70,13 +76,15 @@ class Bye(Exception):
 
 
 class Repl:
-    def __init__(self, session: Session, *, verbose: bool = False, format: str | None = None,
+    def __init__(self, session: Session, *, verbose: bool = False, format: Format = None,
                  read: Callable[[str], str] = input, history: bool = True, think: bool | str | None = None,
-                 hide_thinking: bool = False):
+                 hide_thinking: bool = False, wordwrap: bool = True, history_file: Path | None = None):
         self.session = session
+        self.wordwrap = wordwrap  # wrap answers at the terminal's width (only on a terminal)
+        self.lines = History(history_file, history)
         self.think = think  # the request's think (None: the model decides); /set think, /set nothink
         self.hide_thinking = hide_thinking
-        self.history = history  # read and write ~/.corral/history (Settings.nohistory turns it off)
+        self.history = history  # record typed lines in the history file (Settings.nohistory turns it off)
         self.verbose = verbose
         self.format = format
         self.read_line = read
@@ -86,7 +94,7 @@ class Repl:
 
     # -- the loop -----------------------------------------------------------------------------------
     def loop(self) -> int:
-        history = _setup_line_editing(self.history)
+        _setup_line_editing(self.lines)
         try:
             while True:
                 try:
@@ -107,12 +115,12 @@ class Repl:
                     continue
                 self.ask(text)
         finally:
-            if history is not None:
-                history()
+            self.lines.save()
 
     def read(self) -> str:
         """One message or command; a `\"\"\"` block (or `/set system \"\"\"...`) spans lines."""
         line = self.read_line(PROMPT)
+        self.lines.add(line)
         stripped = line.strip()
         prefix = ""
         if stripped.startswith("/set system ") and stripped[len("/set system "):].lstrip().startswith(FENCE):
@@ -125,24 +133,31 @@ class Repl:
         lines = [body] if body else []
         while True:
             more = self.read_line(CONTINUATION)
+            self.lines.add(more)
             if more.rstrip().endswith(FENCE):
                 lines.append(more.rstrip()[: -len(FENCE)])
                 return prefix + "\n".join(lines)
             lines.append(more)
 
     def ask(self, text: str) -> None:
-        self.messages.append({"role": "user", "content": text})
+        try:
+            self.messages.append(user_message(text))
+        except CorralError as e:  # an image named in it cannot be read
+            report(e)
+            return
         conversation: list[Message] = ([{"role": "system", "content": self.system}] if self.system else [])
         pieces: list[str] = []
         view = ThinkingView(self.hide_thinking)
+        show, flush = wrapped(view.on_text, self.wordwrap)
 
         def on_text(piece: str) -> None:
             pieces.append(piece)
-            view.on_text(piece)
+            show(piece)
 
         try:
             stats = self.session.chat(conversation + self.messages, self.options, self.format, on_text,
                                       self.think, view.on_thinking)
+            flush()
             view.close()
         except KeyboardInterrupt:  # the answer was stopped; forget the question too
             self.messages.pop()
@@ -169,6 +184,10 @@ class Repl:
             topic = words[1] if len(words) > 1 else ""
             helps = {"set": HELP_SET, "show": HELP_SHOW, "shortcuts": HELP_SHORTCUTS, "shortcut": HELP_SHORTCUTS}
             output.out(helps.get(topic, HELP))
+        elif name == "/save":
+            self.save(words[1:])
+        elif name == "/load":
+            self.load(words[1:])
         elif name == "/clear":
             self.messages.clear()
             output.out("Cleared session context")
@@ -190,6 +209,12 @@ class Repl:
                 return
             self.system = rest.strip() if "\n" not in rest else rest
             output.out("Set system message.")
+        elif what in ("history", "nohistory"):
+            self.lines.enable(what == "history")
+            output.out(f"Set '{what}' mode.")
+        elif what in ("wordwrap", "nowordwrap"):
+            self.wordwrap = what == "wordwrap"
+            output.out(f"Set '{what}' mode.")
         elif what == "verbose":
             self.verbose = True
             output.out("Set 'verbose' mode.")
@@ -197,11 +222,17 @@ class Repl:
             self.verbose = False
             output.out("Set 'quiet' mode.")
         elif what == "format":
-            if rest.strip() != "json":
-                output.err(f"error: invalid format {rest.strip()!r}; only 'json' is supported")
+            from corral.cli.inputs import parse_format
+
+            try:
+                self.format = parse_format(rest.strip()) if rest.strip() else None
+            except CorralError as e:
+                report(e)
                 return
-            self.format = "json"
-            output.out("Set format to 'json' mode.")
+            if self.format is None:
+                output.err("error: /set format needs json, a JSON schema or a schema file")
+                return
+            output.out("Set format to 'json' mode." if self.format == "json" else "Set format to a JSON schema.")
         elif what == "noformat":
             self.format = None
             output.out("Disabled format.")
@@ -219,6 +250,50 @@ class Repl:
             output.out(HELP_SET)
         else:
             output.err(f"Unknown command '/set {what}'. Type /? for help")
+
+    def save(self, args: list[str]) -> None:
+        """`/save NAME`: a model made of this one with the session's system message, parameters and
+        conversation, through the same create as /api/create (Ollama's /save)."""
+        from corral.store import names
+
+        if len(args) != 1:
+            output.out("Usage:\n  /save <modelname>")
+            return
+        name = args[0].split()[0] if args[0].split() else ""
+        if len(args[0].split()) != 1 or not names.is_valid_name(name):
+            output.err(f"error: The model name '{args[0].strip()}' is invalid")
+            return
+        fields: dict[str, Any] = {"from": self.session.model}
+        if self.system:
+            fields["system"] = self.system
+        if self.options:
+            fields["parameters"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()}
+        if self.messages:
+            fields["messages"] = [{"role": m["role"], "content": m.get("content", "")} for m in self.messages]
+        try:
+            self.session.save(name, fields)
+        except CorralError as e:
+            report(e)
+            return
+        output.out(f"Created new model '{name}'")
+
+    def load(self, args: list[str]) -> None:
+        """`/load NAME`: talk to another model, with the conversation cleared (as Ollama does); the
+        system message and parameters stay."""
+        if len(args) != 1 or len(args[0].split()) != 1:
+            output.out("Usage:\n  /load <modelname>")
+            return
+        name = args[0].strip()
+        output.out(f"Loading model '{name}'")
+        try:
+            self.session.switch(name)
+        except CorralError as e:
+            if "not found" in e.message.lower() or "no model" in e.message.lower():
+                output.err(f"Couldn't find model '{name}'")
+            else:
+                report(e)
+            return
+        self.messages.clear()
 
     def set_parameter(self, words: list[str]) -> None:
         """`/set parameter NAME VALUE...`, checked against the same table as Modelfiles."""
@@ -284,26 +359,54 @@ class Repl:
             output.out("\n".join(lines))
 
 
-def _setup_line_editing(history: bool = True) -> Callable[[], None] | None:
-    """Line editing and history when both ends are a terminal; returns the history saver."""
+HISTORY_LINES = 1000  # lines kept in the history file
+
+
+class History:
+    """The lines typed in the session, appended to the history file when it ends (Ollama keeps
+    `~/.ollama/history`; ours is `history` in the Corral home). `/set nohistory` stops recording."""
+
+    def __init__(self, path: Path | None, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled and path is not None
+        self.new: list[str] = []
+        self._readline: Any = None
+
+    def add(self, line: str) -> None:
+        if self.enabled and line.strip():
+            self.new.append(line)
+
+    def enable(self, on: bool) -> None:
+        self.enabled = on and self.path is not None
+        if self._readline is not None:
+            self._readline.set_auto_history(self.enabled)
+
+    def save(self) -> None:
+        """Append what was recorded, keeping the file's last HISTORY_LINES lines; a failure is not worth an error."""
+        if not self.new or self.path is None:
+            return
+        try:
+            old = self.path.read_text(encoding="utf-8", errors="replace").splitlines() if self.path.exists() else []
+            lines = (old + [line.replace("\n", " ") for line in self.new])[-HISTORY_LINES:]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        except OSError:
+            pass
+        self.new.clear()
+
+
+def _setup_line_editing(history: History) -> None:
+    """Line editing when both ends are a terminal, with the history file's lines to recall (when on)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        return None
+        return
     try:
         import readline
     except ImportError:  # Windows without pyreadline: plain input() still works
-        return None
-    if not history:
-        return None
-    path = Path.home() / ".corral" / "history"
-    try:
-        readline.read_history_file(path)
-    except OSError:
-        pass
-
-    def save() -> None:
+        return
+    history._readline = readline
+    readline.set_auto_history(history.enabled)
+    if history.enabled and history.path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            readline.write_history_file(path)
+            readline.read_history_file(history.path)
         except OSError:
             pass
-    return save

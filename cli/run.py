@@ -24,6 +24,8 @@ from corral.cli import output
 from corral.cli.client import Client, Message, NotFoundError, running_server
 from corral.cli.context import settings
 from corral.cli.exit import ExitCode, UsageError
+from corral.cli.inputs import extract_images, parse_format, vector_line
+from corral.cli.wrap import WordWrap, terminal_width
 from corral.dsl.parameters import ParamValue
 
 if TYPE_CHECKING:  # the runtime loads only when a command runs a model
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # the runtime loads only when a command runs a model
 OnText = Callable[[str], None]
 Options = Mapping[str, ParamValue]
 Think = bool | str | None  # the request's think: None leaves it to the model
+Format = str | dict[str, Any] | None  # "json" or a JSON schema
 
 
 class Session(Protocol):
@@ -40,13 +43,22 @@ class Session(Protocol):
 
     model: str
 
-    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText,
+    def chat(self, messages: list[Message], options: Options, format: Format, on_text: OnText,
              think: Think = None, on_thinking: OnText | None = None) -> Done:
         """Stream one answer to `on_text` (its thinking to `on_thinking`), then its statistics;
         KeyboardInterrupt stops it (and the generation)."""
 
     def show(self) -> dict[str, Any]:
         """/api/show's fields for the model (modelfile, parameters, template, system, details, ...)."""
+
+    def embed(self, inputs: list[str]) -> list[list[float]]:
+        """One normalized vector per input (an embedding model)."""
+
+    def switch(self, model: str) -> None:
+        """Talk to `model` from now on; NotFoundError / ModelNotFoundError when there is none."""
+
+    def save(self, name: str, fields: dict[str, Any]) -> None:
+        """Create the model `name` as /api/create's `fields` (from, system, parameters, messages) say."""
 
     def close(self) -> None: ...
 
@@ -61,7 +73,7 @@ class ServerSession:
         self.model = model
         self.keep_alive = keep_alive
 
-    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText,
+    def chat(self, messages: list[Message], options: Options, format: Format, on_text: OnText,
              think: Think = None, on_thinking: OnText | None = None) -> Done:
         final: dict[str, Any] = {}
         stream = self.client.chat(self.model, messages, options=_json_options(options) or None,
@@ -84,6 +96,17 @@ class ServerSession:
 
     def show(self) -> dict[str, Any]:
         return dict(self.client.show(self.model))
+
+    def embed(self, inputs: list[str]) -> list[list[float]]:
+        return self.client.embed(self.model, inputs, keep_alive=self.keep_alive)
+
+    def switch(self, model: str) -> None:
+        self.client.show(model)
+        self.model = model
+
+    def save(self, name: str, fields: dict[str, Any]) -> None:
+        for _status in self.client.create(name, **fields):
+            pass  # an error line raises; the statuses of a create from a stored model are not worth showing
 
     def close(self) -> None:
         self.client.close()
@@ -129,11 +152,11 @@ class LocalSession:
         # KeyboardInterrupt here, so the engine's request is cancelled rather than abandoned.
         self.runner = asyncio.Runner()
 
-    def chat(self, messages: list[Message], options: Options, format: str | None, on_text: OnText,
+    def chat(self, messages: list[Message], options: Options, format: Format, on_text: OnText,
              think: Think = None, on_thinking: OnText | None = None) -> Done:
         return self.runner.run(self._chat(messages, options, format, on_text, think, on_thinking))
 
-    async def _chat(self, messages: list[Message], options: Options, format: str | None,
+    async def _chat(self, messages: list[Message], options: Options, format: Format,
                     on_text: OnText, think: Think = None, on_thinking: OnText | None = None) -> Done:
         """The server's /api/chat without HTTP: the same planning, the same events."""
         from corral.runtime.inference import ChatInput, Done, TextEvent, ThinkingEvent, plan_chat, run
@@ -159,6 +182,22 @@ class LocalSession:
                 "system": info.system, "license": info.license, "details": info.details,
                 "model_info": info.model_info, "capabilities": info.capabilities}
 
+    def embed(self, inputs: list[str]) -> list[list[float]]:
+        from corral.runtime.inference import embed
+
+        result = self.runner.run(embed(self.runtime.scheduler, self.models, self.model, inputs, truncate=True,
+                                       normalize=True, keep_alive=self.keep_alive))
+        return result.vectors
+
+    def switch(self, model: str) -> None:
+        self.models.spec(model)
+        self.model = model
+
+    def save(self, name: str, fields: dict[str, Any]) -> None:
+        from corral.store.create import create_from_request
+
+        create_from_request(self.runtime.store, self.models, name, fields)
+
     def close(self) -> None:
         try:
             self.runner.run(self.runtime.close())
@@ -181,7 +220,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verbose", action="store_true", help="print timings and token rates after each answer")
     p.add_argument("--keepalive", metavar="DURATION",
                    help="how long the server keeps the model loaded afterwards (e.g. 5m, 1h, 0)")
-    p.add_argument("--format", choices=["json"], help="answer in JSON")
+    p.add_argument("--format", metavar="FORMAT",
+                   help="answer in JSON: `json`, a JSON schema (`{\"type\": ...}`) or a file holding one")
+    p.add_argument("--nowordwrap", action="store_true",
+                   help="do not wrap the answer at word boundaries to the terminal's width")
     p.add_argument("--insecure", action="store_true", help="pull a missing model over plain http")
     p.add_argument("--think", nargs="?", const="true", metavar="LEVEL",
                    help="think before answering (true, false, low, medium or high; bare --think: true)")
@@ -273,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
     except DurationError as e:
         raise UsageError("corral run", f"--keepalive: {e} (a duration such as 30s, 5m or 1h; negative: forever)") from None
     think = parse_think(args.think)
+    format = parse_format(args.format)
     prompt = " ".join(args.prompt)
     interactive = not prompt and sys.stdin.isatty()
     if not sys.stdin.isatty():  # a piped prompt comes first, the arguments after it (as Ollama)
@@ -282,12 +325,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("corral run", "the prompt is empty")
     session = open_session(args.model, args.keepalive, args.insecure)
     try:
+        if _embeds_only(session):  # Ollama's run prints an embedding model's vector
+            return embed_once(session, prompt)
         if interactive:
-            return repl.Repl(session, verbose=args.verbose, format=args.format,
-                             history=not _settings().nohistory, think=think,
-                             hide_thinking=args.hidethinking).loop()
-        return answer_once(session, prompt, verbose=args.verbose, format=args.format, think=think,
-                           hide_thinking=args.hidethinking)
+            return repl.Repl(session, verbose=args.verbose, format=format,
+                             history=not _settings().nohistory, history_file=_settings().models.parent / "history",
+                             think=think,
+                             hide_thinking=args.hidethinking, wordwrap=not args.nowordwrap).loop()
+        return answer_once(session, prompt, verbose=args.verbose, format=format, think=think,
+                           hide_thinking=args.hidethinking, wordwrap=not args.nowordwrap)
     except KeyboardInterrupt:
         output.err("")
         return ExitCode.INTERRUPTED
@@ -295,16 +341,60 @@ def run(args: argparse.Namespace) -> int:
         session.close()
 
 
-def answer_once(session: Session, prompt: str, *, verbose: bool, format: str | None, think: Think = None,
-                hide_thinking: bool = False) -> int:
+def _embeds_only(session: Session) -> bool:
+    capabilities = session.show().get("capabilities") or []
+    return "embedding" in capabilities and "completion" not in capabilities
+
+
+def embed_once(session: Session, prompt: str) -> int:
+    """The prompt's vector, as one line of JSON (an interactive session on such a model has no prompt:
+    it is a usage error, as chatting with it would be)."""
+    if not prompt.strip():
+        raise UsageError("corral run", f"{session.model} is an embedding model: give the text to embed "
+                         "as the prompt (or on stdin)")
+    for vector in session.embed([prompt]):
+        output.out(vector_line(vector))
+    return ExitCode.OK
+
+
+def user_message(text: str) -> Message:
+    """The user's message, with the image files its text names read into `images`."""
+    found = extract_images(text)
+    message: Message = {"role": "user", "content": found.text}
+    if found.images:
+        message["images"] = found.images
+        for path in found.paths:
+            output.err(f"Added image '{path}'")
+    return message
+
+
+def answer_once(session: Session, prompt: str, *, verbose: bool, format: Format, think: Think = None,
+                hide_thinking: bool = False, wordwrap: bool = True) -> int:
     view = ThinkingView(hide_thinking)
-    stats = session.chat([{"role": "user", "content": prompt}], {}, format, view.on_text, think, view.on_thinking)
+    on_text, flush = wrapped(view.on_text, wordwrap)
+    stats = session.chat([user_message(prompt)], {}, format, on_text, think, view.on_thinking)
+    flush()
     view.close()
     sys.stdout.write("\n")
     sys.stdout.flush()
     if verbose:
         output.err(render_stats(stats))
     return ExitCode.OK
+
+
+def wrapped(on_text: OnText, wordwrap: bool) -> tuple[OnText, Callable[[], None]]:
+    """`on_text` behind a word wrapper at the terminal's width (when on, and stdout is a terminal),
+    and the call that writes the word it still holds."""
+    width = terminal_width() if wordwrap else None
+    if width is None:
+        return on_text, lambda: None
+    wrapper = WordWrap(width)
+
+    def flush() -> None:
+        rest = wrapper.flush()
+        if rest:
+            on_text(rest)
+    return (lambda piece: on_text(wrapper.feed(piece))), flush
 
 
 def write(text: str) -> None:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corral.config.durations import DurationError, parse_env_duration
@@ -81,8 +81,10 @@ class Settings(BaseSettings):
 
     host: str = Field(
         default=f"127.0.0.1:{DEFAULT_PORT}",
-        description="Address to listen on (CORRAL_HOST): `HOST`, `HOST:PORT`, `:PORT` or `http://HOST:PORT`. "
-        "Stored normalized as `HOST:PORT`.",
+        # OLLAMA_HOST when CORRAL_HOST is unset, so scripts written for Ollama find this server unchanged
+        validation_alias=AliasChoices("CORRAL_HOST", "OLLAMA_HOST"),
+        description="Address to listen on (CORRAL_HOST, else OLLAMA_HOST): `HOST`, `HOST:PORT`, `:PORT` or "
+        "`http://HOST:PORT`. Stored normalized as `HOST:PORT`.",
     )
     models: Path = Field(
         default_factory=_default_models,
@@ -312,8 +314,13 @@ def variable(field: str) -> str:
     alias = info.validation_alias if info is not None else None
     if isinstance(alias, str):
         return alias
+    if isinstance(alias, AliasChoices):  # the first choice is the field's own variable
+        return str(alias.choices[0])
     if any(f.validation_alias == field for f in Settings.model_fields.values()):
         return field
+    for f in Settings.model_fields.values():  # CORRAL_HOST, read from OLLAMA_HOST when it is unset
+        if isinstance(f.validation_alias, AliasChoices) and field in f.validation_alias.choices:
+            return " or ".join(str(c) for c in f.validation_alias.choices)
     return f"CORRAL_{field.upper()}"
 
 
