@@ -111,3 +111,36 @@ def test_create_delete_and_chat_racing_on_one_name(fake) -> None:
     assert delete() == 200
     assert "racer:latest" not in [m["name"] for m in fake.client.get("/api/tags").json()["models"]]
     assert_alive(fake)
+
+
+@pytest.mark.model
+def test_disconnects_mid_stream_with_the_real_model(tmp_path, smollm2_gguf) -> None:
+    from corral.config.settings import Settings
+    from corral.dsl import parse_modelfile
+    from corral.server.app import create_app
+    from corral.store.create import create_model
+    from corral.store.store import Store
+    from tests.server.live import LiveServer
+    from tests.specs import cpu_options
+
+    definition = parse_modelfile(f"FROM {smollm2_gguf}\nPARAMETER num_ctx 512\n", str(tmp_path / "Modelfile")).definition
+    create_model(Store(tmp_path / "models"), "smol", definition, base_dir=tmp_path, options=cpu_options(num_parallel=2))
+    app = create_app(Settings(models=tmp_path / "models", num_parallel=2, keep_alive="-1"), name="real_disconnects")
+    me = psutil.Process()
+
+    def running() -> int:
+        async def count() -> int:
+            return sum(m.in_flight for m in app.ctx.scheduler.running())
+        return live.call(count())
+
+    with LiveServer(app) as live:
+        for _ in range(5):
+            _disconnect_mid_stream(live.url)
+        assert until(lambda: running() == 0)
+        fds = me.num_fds()
+        for _ in range(50):
+            _disconnect_mid_stream(live.url)
+        assert until(lambda: running() == 0)
+        assert until(lambda: me.num_fds() <= fds)
+        r = httpx.post(live.url + "/api/chat", json={**CHAT, "stream": False, "options": {"num_predict": 2}}, timeout=120)
+        assert r.status_code == 200 and r.json()["eval_count"] == 2
