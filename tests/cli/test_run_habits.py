@@ -257,3 +257,25 @@ def test_a_bad_ollama_host_names_both_variables(monkeypatch):
     with pytest.raises(Exception) as raised:
         Settings()
     assert problems(raised.value) == ["CORRAL_HOST or OLLAMA_HOST: Value error, unclosed '[' in host '[::1'"]
+
+
+# -- in this process, with the real model -------------------------------------------------------------
+
+@pytest.mark.model
+def test_save_and_load_without_a_server(tmp_path, smollm2_gguf):
+    """No server answers, so the REPL's model runs in `corral run` and /save writes the store itself."""
+    from tests.cli.test_run_cli import Terminal, environment, modelfile_text
+
+    (tmp_path / "smol.Modelfile").write_text(modelfile_text(smollm2_gguf))
+    env = environment(tmp_path, tmp_path / "models", free_port())
+    assert corral(env, "create", "smol", "-f", str(tmp_path / "smol.Modelfile")).returncode == 0
+    code, out, err = Terminal(env, "smol").finish(
+        "/set system Answer with one word.", "What is the capital of France?", "/save smol-paris",
+        "/load nosuch", "/load smol-paris", "/bye")
+    assert code == 0, err
+    assert "Created new model 'smol-paris'" in out and "Loading model 'smol-paris'" in out
+    assert "Couldn't find model 'nosuch'" in err
+    shown = corral(env, "show", "smol-paris", "--modelfile").stdout
+    assert "SYSTEM Answer with one word." in shown
+    assert "MESSAGE user What is the capital of France?" in shown
+    assert "MESSAGE assistant" in shown and "Paris" in shown.split("MESSAGE assistant", 1)[1]
