@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from corral.compiler.spec import RuntimeSpec
+from corral.compiler.fim import fim_tokens
 from corral.compiler.variant import load_variant, requested
 from corral.engine.errors import EngineError
 from corral.engine.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling
@@ -77,6 +78,7 @@ class Done:
     load_duration: int = 0
     total_duration: int = 0
     prompt_cached: int = 0  # prompt tokens reused from a slot's cache, not evaluated again
+    context: list[int] | None = None  # /api/generate's: the token ids of the prompt and the reply
 
     @classmethod
     def of(cls, final: Final, load_duration: int, total_duration: int) -> Done:
@@ -116,6 +118,8 @@ class Plan:
     history: list[dict[str, Any]] | None = None  # a chat's messages, which truncation may drop from the front
     rebuild: Callable[[list[dict[str, Any]]], "Plan"] | None = None  # the same plan for fewer messages
     load: dict[str, Any] = field(default_factory=dict)  # the request's load-time options (num_ctx, ...)
+    context: list[int] | None = None  # token ids a generate request continues from (put before the prompt)
+    want_context: bool = False  # the final event carries the context (Ollama's generate, unless raw)
 
 
 @dataclass
@@ -141,6 +145,7 @@ class GenerateInput:
     options: dict[str, Any] = field(default_factory=dict)
     think: bool | str | None = None
     truncate: bool = True
+    context: list[int] | None = None  # an earlier answer's context, continued
 
 
 def _sampling(spec: RuntimeSpec, options: Mapping[str, Any]) -> tuple[Sampling, tuple[str, ...]]:
@@ -217,11 +222,18 @@ def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
     thinking, think = _think(spec, gen.think)
     _check_images(spec, gen.images)
     if gen.suffix:
-        raise UnsupportedRequestError(f'"{spec.name}" does not support insert (suffix)')
-    prompt = generate_prompt(spec, gen.prompt, gen.system, gen.template, gen.raw, think)
+        fim = fim_tokens(spec.weights.path, spec.weights.size, spec.weights.mtime_ns)
+        if fim is None:
+            raise UnsupportedRequestError(f'"{spec.name}" does not support insert: its vocabulary has no '
+                                          "fill-in-the-middle tokens, so send the request without suffix",
+                                          param="suffix")
+        prompt = fim.prompt(gen.prompt, gen.suffix)  # the FIM tokens are the whole format: no template
+    else:
+        prompt = generate_prompt(spec, gen.prompt, gen.system, gen.template, gen.raw, think)
     sampling, stop = _sampling(spec, gen.options)
     return Plan(prompt, sampling, stop, format_grammar(gen.format), thinking=thinking,
-                show_thinking=think is not False, truncate=gen.truncate, load=requested(gen.options))
+                show_thinking=think is not False, truncate=gen.truncate, load=requested(gen.options),
+                context=gen.context, want_context=not gen.raw)
 
 
 Planner = Callable[[RuntimeSpec], Plan]
@@ -238,17 +250,21 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
         if lease.spec.digest != spec.digest:
             plan = planner(lease.spec)
         plan, tokens = await _fit(plan, lease.spec.load.num_ctx, lease.engine.tokenize)
+        if plan.context:
+            tokens = await _continue(plan, tokens, lease.spec.load.num_ctx, lease.engine.tokenize)
         request = GenerateRequest(id=request_id(), prompt=plan.prompt, sampling=plan.sampling,
                                   stop=plan.stop, grammar=plan.grammar,
                                   prompt_tokens=tuple(tokens) if tokens is not None else None)
         parser = ToolStream(plan.tool_names) if plan.tool_names is not None else None
         thinker = make_parser(plan.thinking, plan.prompt) if plan.thinking else None
         final: Final | None = None
+        produced: list[str] = []
         async with aclosing(lease.engine.generate(request)) as items:
             async for item in items:
                 if isinstance(item, Final):
                     final = item
                     continue
+                produced.append(item.text)
                 split = thinker.feed(item.text) if thinker else Split(content=item.text)
                 for event in _split_events(split, parser, plan.show_thinking):
                     yield event
@@ -263,7 +279,11 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
                 yield Calls(calls)
         if final is None:
             raise EngineError("the model stopped without finishing its answer")
-        yield Done.of(final, lease.load_duration_ns, time.perf_counter_ns() - started)
+        done = Done.of(final, lease.load_duration_ns, time.perf_counter_ns() - started)
+        if plan.want_context:  # as Ollama makes it: the prompt and the reply, tokenized again
+            done = replace(done, context=list(plan.context or []) +
+                           await lease.engine.tokenize(plan.prompt + "".join(produced)))
+        yield done
 
 
 async def _variant(models: ModelSource, spec: RuntimeSpec, load: Mapping[str, Any]) -> tuple[RuntimeSpec, bool]:
@@ -278,6 +298,20 @@ async def _variant(models: ModelSource, spec: RuntimeSpec, load: Mapping[str, An
         log.info("%s is loaded with the request's %s", spec.name,
                  ", ".join(f"{k} {v}" for k, v in sorted(load.items())))
     return variant, variant is not spec
+
+
+async def _continue(plan: Plan, tokens: list[int] | None, num_ctx: int, tokenize: truncate.Tokenize) -> list[int]:
+    """The prompt's tokens after the request's context, cut (or refused) as `_fit` would."""
+    full = list(plan.context or []) + (tokens if tokens is not None else await tokenize(plan.prompt))
+    budget = truncate.prompt_budget(num_ctx, plan.sampling.num_predict)
+    if len(full) + 1 <= budget:
+        return full
+    if not plan.truncate:
+        if len(full) + 1 > num_ctx:
+            raise truncate.too_long(len(full) + 1, num_ctx)
+        return full
+    log.warning("truncating the context and prompt from %d to %d tokens (num_ctx %d)", len(full) + 1, budget, num_ctx)
+    return truncate.trim_tokens(full, budget - 1, plan.sampling.num_keep)
 
 
 async def _fit(plan: Plan, num_ctx: int, tokenize: truncate.Tokenize) -> tuple[Plan, list[int] | None]:

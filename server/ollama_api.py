@@ -76,6 +76,11 @@ def _thinking(events: list[Event]) -> dict[str, str]:
     return {"thinking": text} if text else {}
 
 
+def _context(done: Done) -> dict[str, Any]:
+    """Generate's `context` (the prompt's and the reply's token ids), where Ollama sends it."""
+    return {"context": done.context} if done.context is not None else {}
+
+
 async def generate(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, GenerateBody)
     ctx = request.app.ctx
@@ -85,7 +90,7 @@ async def generate(request: Request) -> HTTPResponse | None:
                               "done_reason": reason})
     job = GenerateInput(prompt=body.prompt, system=body.system, template=body.template, raw=body.raw,
                         suffix=body.suffix, images=body.images, format=body.format, options=body.options,
-                        think=body.think, truncate=body.truncate is not False)
+                        think=body.think, truncate=body.truncate is not False, context=body.context)
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
                                             lambda spec: inference.plan_generate(spec, job)))
 
@@ -95,13 +100,13 @@ async def generate(request: Request) -> HTTPResponse | None:
         if isinstance(event, ThinkingEvent):
             out["thinking"] = event.text
         if isinstance(event, Done):
-            return {**out, "done": True, "done_reason": event.done_reason, **event.stats()}
+            return {**out, "done": True, "done_reason": event.done_reason, **_context(event), **event.stats()}
         return {**out, "done": False}
 
     def merge(events: list[Event]) -> dict[str, Any]:
         text, _calls, done = _stats(events)
         return {"model": body.model, "created_at": rfc3339nano(), "response": text, **_thinking(events),
-                "done": True, "done_reason": done.done_reason, **done.stats()}
+                "done": True, "done_reason": done.done_reason, **_context(done), **done.stats()}
 
     return await _reply(request, body.stream, events, chunk, merge)
 
