@@ -80,4 +80,6 @@ def load_variant(spec: RuntimeSpec, options: Mapping[str, ParamValue], compile_o
         "num_thread": int(params.get("num_thread", spec.load.num_thread)),
         "use_mmap": bool(params.get("use_mmap", spec.load.use_mmap)),
         "n_gpu_layers": plan.n_gpu_layers, "main_gpu": plan.main_gpu, "tensor_split": plan.tensor_split})
+    if load == spec.load:  # asked differently, planned the same (num_gpu 99 on a machine without GPUs)
+        return spec, notes
     return spec.model_copy(update={"parameters": params, "load": load, "plan": plan}), notes

@@ -29,6 +29,7 @@ def chat(fake, **options):
     ({"num_ctx": 512}, 1, [("smol:latest", 512)]),  # what it is loaded with already
     ({"num_ctx": 8192}, 1, [("smol:latest", 512)]),  # lowered to the 512 it was trained on: the same
     ({"num_gpu": -1}, 1, [("smol:latest", 512)]),  # "as many layers as fit" matches any
+    ({"num_gpu": 99}, 1, [("smol:latest", 512)]),  # planned the same on a machine without GPUs
     ({"num_ctx": 256}, 2, [("smol:latest", 256), ("smol:latest", 512)]),
     ({"num_batch": 64}, 2, [("smol:latest", 512), ("smol:latest", 512)]),
 ])
@@ -84,3 +85,19 @@ def test_options_on_embed_load_a_variant_too(fake):
     r = fake.client.post("/api/embed", json={"model": "smol", "input": "hi", "options": {"num_ctx": 128}})
     assert r.status_code == 200
     assert contexts(fake) == [("smol:latest", 128)]
+
+
+def test_a_variant_the_machine_cannot_hold_is_refused_with_the_plans_numbers(fake):
+    from dataclasses import replace
+
+    from corral.compiler.variant import VariantError, load_variant
+
+    spec = fake.models.spec("smol")
+    small = replace(fake.models.options, memory_bytes=1024)
+    with pytest.raises(VariantError) as caught:
+        load_variant(spec, {"num_ctx": 256}, small)
+    assert caught.value.message.startswith("smol:latest with num_ctx 256 needs ")
+    assert caught.value.message.endswith(" GiB, more than the 0.0 GiB of memory available")
+    assert load_variant(spec, {"num_ctx": 9999}, small) == (
+        spec, ["num_ctx 9999 is lowered to 512, the context length smol:latest was trained on"])
+
