@@ -27,7 +27,7 @@ from corral.dsl import parse_modelfile
 from corral.store.create import create_model
 from tests.ggufs import TinyLlama, write_tiny_llama
 from tests.sealed import free_port, sealed_environment
-from tests.server.conftest import CPU, fake, fake_store  # noqa: F401 (the live server's fixtures)
+from tests.server.conftest import CPU
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
 
@@ -38,7 +38,7 @@ def corral(env: dict[str, str], *args: str, cwd: Path | None = None) -> subproce
                           stdin=subprocess.DEVNULL, cwd=cwd)
 
 
-def repl_over(fake, lines: list[str], model: str = "smol", **options) -> Repl:  # noqa: F811
+def repl_over(fake, lines: list[str], model: str = "smol", **options) -> Repl:
     """A REPL on `model` at the fake server that reads `lines`, run to its end."""
     feed = iter(lines)
     client = Client(fake.url)
@@ -126,7 +126,7 @@ def test_a_vector_is_one_line_of_json():
 
 # -- the REPL over a server -------------------------------------------------------------------------
 
-def test_save_creates_a_model_with_the_session(fake, capsys):  # noqa: F811
+def test_save_creates_a_model_with_the_session(fake, capsys):
     repl_over(fake, ["/set system You are terse.", "/set parameter temperature 0.5",
                      "/set parameter stop <|a|> <|b|>", "Hi", "/save terse", "/bye"])
     assert "Created new model 'terse'" in capsys.readouterr().out
@@ -145,12 +145,12 @@ def test_save_creates_a_model_with_the_session(fake, capsys):  # noqa: F811
 @pytest.mark.parametrize("line, error", [
     ("/save bad:name:twice", "error: The model name 'bad:name:twice' is invalid"),
 ])
-def test_save_refuses_a_bad_name(fake, capsys, line, error):  # noqa: F811
+def test_save_refuses_a_bad_name(fake, capsys, line, error):
     repl_over(fake, [line, "/bye"])
     assert error in capsys.readouterr().err
 
 
-def test_load_switches_the_model_and_clears_the_conversation(fake, capsys):  # noqa: F811
+def test_load_switches_the_model_and_clears_the_conversation(fake, capsys):
     repl = repl_over(fake, ["Hi", "/load nosuch", "/load toolsmodel", "/bye"])
     out, err = capsys.readouterr()
     assert "Loading model 'nosuch'" in out and "Couldn't find model 'nosuch'" in err
@@ -158,7 +158,7 @@ def test_load_switches_the_model_and_clears_the_conversation(fake, capsys):  # n
     assert repl.session.model == "toolsmodel" and repl.messages == []
 
 
-def test_history_is_written_unless_turned_off(fake, tmp_path, capsys):  # noqa: F811
+def test_history_is_written_unless_turned_off(fake, tmp_path, capsys):
     path = tmp_path / "history"
     repl_over(fake, ["/set verbose", "Hi", "/set nohistory", "secret", "/set history", "/bye"], history_file=path)
     # a line is recorded as it is read, before it runs: `/set history` came while it was off
@@ -171,7 +171,7 @@ def test_history_is_written_unless_turned_off(fake, tmp_path, capsys):  # noqa: 
     assert "Set 'nohistory' mode." in capsys.readouterr().out
 
 
-def test_wordwrap_commands_and_the_help_lists_every_command(fake, capsys):  # noqa: F811
+def test_wordwrap_commands_and_the_help_lists_every_command(fake, capsys):
     repl = repl_over(fake, ["/set nowordwrap", "/?", "/? set", "/bye"])
     out = capsys.readouterr().out
     assert "Set 'nowordwrap' mode." in out and repl.wordwrap is False
@@ -182,7 +182,7 @@ def test_wordwrap_commands_and_the_help_lists_every_command(fake, capsys):  # no
         assert f"  /set {sub}" in out
 
 
-def test_the_repl_sends_an_image_and_shows_the_servers_refusal(fake, tmp_path, capsys):  # noqa: F811
+def test_the_repl_sends_an_image_and_shows_the_servers_refusal(fake, tmp_path, capsys):
     (tmp_path / "cat.png").write_bytes(PNG)
     repl = repl_over(fake, [f"what is this? {tmp_path}/cat.png", "/bye"])
     _, err = capsys.readouterr()
@@ -193,12 +193,12 @@ def test_the_repl_sends_an_image_and_shows_the_servers_refusal(fake, tmp_path, c
 # -- `corral run` against the server ------------------------------------------------------------------
 
 @pytest.fixture
-def served(fake, tmp_path) -> dict[str, str]:  # noqa: F811
+def served(fake, tmp_path) -> dict[str, str]:
     """A sealed environment whose CORRAL_HOST is the fake server."""
     return sealed_environment(tmp_path / "sealed", port=int(fake.url.rsplit(":", 1)[1]))
 
 
-def test_run_format_sends_the_schema_files_grammar(fake, served, tmp_path):  # noqa: F811
+def test_run_format_sends_the_schema_files_grammar(fake, served, tmp_path):
     (tmp_path / "schema.json").write_text(json.dumps(SCHEMA))
     done = corral(served, "run", "smol", "Where?", "--format", str(tmp_path / "schema.json"))
     assert done.returncode == 0, done.stderr
@@ -209,7 +209,7 @@ def test_run_format_sends_the_schema_files_grammar(fake, served, tmp_path):  # n
     assert "city" not in fake.engines.requests[-1].grammar
 
 
-def test_run_on_an_embedding_model_prints_the_vector(fake, served, tmp_path):  # noqa: F811
+def test_run_on_an_embedding_model_prints_the_vector(fake, served, tmp_path):
     write_tiny_llama(tmp_path / "emb.gguf", TinyLlama(pooling=1, name="Tiny Embed"))
     definition = parse_modelfile("FROM ./emb.gguf\n", str(tmp_path / "emb.Modelfile")).definition
     create_model(fake.store, "emb", definition, base_dir=tmp_path, options=CPU)
@@ -219,14 +219,14 @@ def test_run_on_an_embedding_model_prints_the_vector(fake, served, tmp_path):  #
     assert fake.engines.embedded[-1].inputs == ("hello world",)
 
 
-def test_run_sends_an_image_path_and_prints_the_servers_error(fake, served, tmp_path):  # noqa: F811
+def test_run_sends_an_image_path_and_prints_the_servers_error(fake, served, tmp_path):
     (tmp_path / "cat.png").write_bytes(PNG)
     done = corral(served, "run", "smol", "what is in ./cat.png", cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr == "Added image './cat.png'\n" + REFUSAL
 
 
-def test_ollama_host_finds_the_server_when_corral_host_is_unset(fake, served):  # noqa: F811
+def test_ollama_host_finds_the_server_when_corral_host_is_unset(fake, served):
     env = {k: v for k, v in served.items() if k != "CORRAL_HOST"}
     env["OLLAMA_HOST"] = served["CORRAL_HOST"]
     done = corral(env, "list")
