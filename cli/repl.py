@@ -43,6 +43,7 @@ HELP_SET = """Available Commands:
   /set wordwrap          Enable wordwrap
   /set nowordwrap        Disable wordwrap
   /set format json       Enable JSON mode
+  /set format <schema>   Answer to a JSON schema (written inline, or a file)
   /set noformat          Disable formatting
   /set verbose           Show LLM stats
   /set quiet             Disable LLM stats
@@ -160,12 +161,14 @@ class Repl:
             flush()
             view.close()
         except KeyboardInterrupt:  # the answer was stopped; forget the question too
+            flush()
             self.messages.pop()
             write("\n\n")
             return
         except CorralError as e:
             self.messages.pop()
             if pieces:
+                flush()
                 write("\n")
             report(e)
             return

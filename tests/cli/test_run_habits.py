@@ -8,6 +8,7 @@ engines are scripted (tests/server/fakes.py); `corral run` runs as the console s
 from __future__ import annotations
 
 import base64
+import io
 import json
 import shutil
 import subprocess
@@ -279,3 +280,18 @@ def test_save_and_load_without_a_server(tmp_path, smollm2_gguf):
     assert "SYSTEM Answer with one word." in shown
     assert "MESSAGE user What is the capital of France?" in shown
     assert "MESSAGE assistant" in shown and "Paris" in shown.split("MESSAGE assistant", 1)[1]
+
+
+class TerminalOut(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_answers_wrap_until_nowordwrap(fake, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10")  # the terminal's width, as shutil reads it first
+    monkeypatch.setattr(sys, "stdout", TerminalOut())
+    fake.engines.pieces = ["The qu", "ick brown", " fox jumps"]
+    repl_over(fake, ["Hi", "/set nowordwrap", "Hi", "/bye"])
+    out = sys.stdout.getvalue()
+    assert "The quick\nbrown fox\njumps\n\n" in out
+    assert "Set 'nowordwrap' mode.\nThe quick brown fox jumps\n\n" in out
