@@ -287,11 +287,13 @@ class Client:
             body["options"] = options
         return self._json("POST", "/api/generate", body)
 
-    def embed(self, model: str, inputs: list[str], *, keep_alive: str | float | None = None) -> list[list[float]]:
-        """/api/embed: one (normalized) vector per input."""
+    def embed(self, model: str, inputs: list[str], *, keep_alive: str | float | None = None,
+              dimensions: int | None = None) -> list[list[float]]:
+        """/api/embed: one (normalized) vector per input, cut to `dimensions` when given."""
         body: dict[str, Any] = {"model": model, "input": inputs}
-        if keep_alive is not None:
-            body["keep_alive"] = keep_alive
+        for key, value in (("keep_alive", keep_alive), ("dimensions", dimensions)):
+            if value is not None:
+                body[key] = value
         return self._json("POST", "/api/embed", body)["embeddings"]
 
     def ps(self) -> list[RunningModel]:

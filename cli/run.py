@@ -51,8 +51,8 @@ class Session(Protocol):
     def show(self) -> dict[str, Any]:
         """/api/show's fields for the model (modelfile, parameters, template, system, details, ...)."""
 
-    def embed(self, inputs: list[str]) -> list[list[float]]:
-        """One normalized vector per input (an embedding model)."""
+    def embed(self, inputs: list[str], dimensions: int | None = None) -> list[list[float]]:
+        """One normalized vector per input (an embedding model), cut to `dimensions` when given."""
 
     def switch(self, model: str) -> None:
         """Talk to `model` from now on; NotFoundError / ModelNotFoundError when there is none."""
@@ -97,8 +97,8 @@ class ServerSession:
     def show(self) -> dict[str, Any]:
         return dict(self.client.show(self.model))
 
-    def embed(self, inputs: list[str]) -> list[list[float]]:
-        return self.client.embed(self.model, inputs, keep_alive=self.keep_alive)
+    def embed(self, inputs: list[str], dimensions: int | None = None) -> list[list[float]]:
+        return self.client.embed(self.model, inputs, keep_alive=self.keep_alive, dimensions=dimensions)
 
     def switch(self, model: str) -> None:
         self.client.show(model)
@@ -182,12 +182,12 @@ class LocalSession:
                 "system": info.system, "license": info.license, "details": info.details,
                 "model_info": info.model_info, "capabilities": info.capabilities}
 
-    def embed(self, inputs: list[str]) -> list[list[float]]:
-        from corral.runtime.inference import embed
+    def embed(self, inputs: list[str], dimensions: int | None = None) -> list[list[float]]:
+        from corral.runtime.inference import embed, shorten
 
         result = self.runner.run(embed(self.runtime.scheduler, self.models, self.model, inputs, truncate=True,
                                        normalize=True, keep_alive=self.keep_alive))
-        return result.vectors
+        return [shorten(v, dimensions) for v in result.vectors]
 
     def switch(self, model: str) -> None:
         self.models.spec(model)
@@ -222,6 +222,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how long the server keeps the model loaded afterwards (e.g. 5m, 1h, 0)")
     p.add_argument("--format", metavar="FORMAT",
                    help="answer in JSON: `json`, a JSON schema (`{\"type\": ...}`) or a file holding one")
+    p.add_argument("--dimensions", type=_dimensions, metavar="N",
+                   help="an embedding model's vector cut to its first N values (normalized again)")
     p.add_argument("--nowordwrap", action="store_true",
                    help="do not wrap the answer at word boundaries to the terminal's width")
     p.add_argument("--insecure", action="store_true", help="pull a missing model over plain http")
@@ -326,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     session = open_session(args.model, args.keepalive, args.insecure)
     try:
         if _embeds_only(session):  # Ollama's run prints an embedding model's vector
-            return embed_once(session, prompt)
+            return embed_once(session, prompt, args.dimensions)
         if interactive:
             return repl.Repl(session, verbose=args.verbose, format=format,
                              history=not _settings().nohistory, history_file=_settings().models.parent / "history",
@@ -346,13 +348,19 @@ def _embeds_only(session: Session) -> bool:
     return "embedding" in capabilities and "completion" not in capabilities
 
 
-def embed_once(session: Session, prompt: str) -> int:
+def _dimensions(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def embed_once(session: Session, prompt: str, dimensions: int | None = None) -> int:
     """The prompt's vector, as one line of JSON (an interactive session on such a model has no prompt:
     it is a usage error, as chatting with it would be)."""
     if not prompt.strip():
         raise UsageError("corral run", f"{session.model} is an embedding model: give the text to embed "
                          "as the prompt (or on stdin)")
-    for vector in session.embed([prompt]):
+    for vector in session.embed([prompt], dimensions):
         output.out(vector_line(vector))
     return ExitCode.OK
 

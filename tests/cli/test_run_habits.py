@@ -218,6 +218,8 @@ def test_run_on_an_embedding_model_prints_the_vector(fake, served, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == "[0.6,0.8,0.0]\n"  # the script's (3, 4, 0), normalized
     assert fake.engines.embedded[-1].inputs == ("hello world",)
+    done = corral(served, "run", "emb", "hello world", "--dimensions", "1")
+    assert (done.returncode, done.stdout) == (0, "[1.0]\n"), done.stderr  # cut, then normalized again
 
 
 def test_run_sends_an_image_path_and_prints_the_servers_error(fake, served, tmp_path):
