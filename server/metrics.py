@@ -78,7 +78,8 @@ class Metrics:
         r = self.registry
         self.http_requests = Counter("corral_http_requests", "HTTP requests answered, by matched route pattern, "
                                      "method and status", ["route", "method", "status"], registry=r)
-        self.prompt_tokens = Counter("corral_prompt_tokens", "Prompt tokens evaluated, per model and API key",
+        self.prompt_tokens = Counter("corral_prompt_tokens", "Prompt tokens evaluated (embedding inputs too), "
+                                     "per model and API key",
                                      ["model", "key"], registry=r)
         self.generation_tokens = Counter("corral_generation_tokens", "Tokens generated, per model and API key",
                                          ["model", "key"], registry=r)
@@ -144,6 +145,12 @@ class MeteredEngine:
 
     async def close(self) -> None:
         await self._engine.close()
+
+    async def embed(self, req: Any) -> Any:
+        result = await self._engine.embed(req)  # type: ignore[attr-defined]
+        self._metrics.prompt_tokens.labels(self._engine.spec.name, key_name(_current.get())).inc(
+            result.prompt_eval_count)
+        return result
 
     async def generate(self, req: Any) -> AsyncIterator[Any]:
         request = _current.get()

@@ -102,6 +102,14 @@ def test_tokens_and_latency_histograms_per_model_and_key(fake):
         assert value(m, family, family + "_sum", model=MODEL) > 0
 
 
+def test_embedding_inputs_count_as_prompt_tokens(fake):
+    assert fake.client.post("/api/embed", json={"model": "smol", "input": ["a", "b", "c"]}).status_code == 200
+    m = scrape(fake.client)
+    assert value(m, "corral_prompt_tokens", "corral_prompt_tokens_total", model=MODEL, key="") == \
+        3 * fake.engines.tokens_per_input
+    assert ("corral_generation_tokens_total", (("key", ""), ("model", MODEL))) not in m["corral_generation_tokens"]
+
+
 def test_loaded_model_gauges(fake):
     assert fake.client.post("/api/chat", json=CHAT).status_code == 200
     m = scrape(fake.client)
