@@ -54,6 +54,7 @@ class GenerateRequest:
     grammar: str | None = None  # GBNF; JSON mode and JSON schemas are compiled to it by the caller
     add_bos: bool = True  # add the model's BOS when the vocabulary asks for it and the text lacks it
     prompt_tokens: tuple[int, ...] | None = None  # the prompt already tokenized (cut to fit, or with a context)
+    shift: bool = True  # at num_ctx, drop the oldest tokens after num_keep and go on; False: stop ("length")
 
 
 @dataclass(frozen=True, slots=True)

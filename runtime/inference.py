@@ -115,6 +115,7 @@ class Plan:
     thinking: str | None = None  # the thinking parser (corral.runtime.thinking) when the model thinks
     show_thinking: bool = True  # False: think was false, and what the model still thinks is dropped
     truncate: bool = True  # drop old messages (then cut tokens) to fit num_ctx; False: refuse (corral.runtime.truncate)
+    shift: bool = True  # a generation that fills num_ctx shifts the context and goes on; False: it stops
     history: list[dict[str, Any]] | None = None  # a chat's messages, which truncation may drop from the front
     rebuild: Callable[[list[dict[str, Any]]], "Plan"] | None = None  # the same plan for fewer messages
     load: dict[str, Any] = field(default_factory=dict)  # the request's load-time options (num_ctx, ...)
@@ -131,6 +132,7 @@ class ChatInput:
     options: dict[str, Any] = field(default_factory=dict)
     think: bool | str | None = None
     truncate: bool = True
+    shift: bool = True
 
 
 @dataclass
@@ -145,6 +147,7 @@ class GenerateInput:
     options: dict[str, Any] = field(default_factory=dict)
     think: bool | str | None = None
     truncate: bool = True
+    shift: bool = True
     context: list[int] | None = None  # an earlier answer's context, continued
 
 
@@ -199,7 +202,7 @@ def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
         grammar = None
     sampling, stop = _sampling(spec, chat.options)
     return Plan(prompt, sampling, stop, grammar, [f["name"] for f in fns] if tools else None, thinking,
-                think is not False, chat.truncate, chat.messages,
+                think is not False, chat.truncate, chat.shift, chat.messages,
                 lambda kept: plan_chat(spec, replace(chat, messages=kept)), requested(chat.options))
 
 
@@ -232,8 +235,8 @@ def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
         prompt = generate_prompt(spec, gen.prompt, gen.system, gen.template, gen.raw, think)
     sampling, stop = _sampling(spec, gen.options)
     return Plan(prompt, sampling, stop, format_grammar(gen.format), thinking=thinking,
-                show_thinking=think is not False, truncate=gen.truncate, load=requested(gen.options),
-                context=gen.context, want_context=not gen.raw)
+                show_thinking=think is not False, truncate=gen.truncate, shift=gen.shift,
+                load=requested(gen.options), context=gen.context, want_context=not gen.raw)
 
 
 Planner = Callable[[RuntimeSpec], Plan]
@@ -254,7 +257,7 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
             tokens = await _continue(plan, tokens, lease.spec.load.num_ctx, lease.engine.tokenize)
         request = GenerateRequest(id=request_id(), prompt=plan.prompt, sampling=plan.sampling,
                                   stop=plan.stop, grammar=plan.grammar,
-                                  prompt_tokens=tuple(tokens) if tokens is not None else None)
+                                  prompt_tokens=tuple(tokens) if tokens is not None else None, shift=plan.shift)
         parser = ToolStream(plan.tool_names) if plan.tool_names is not None else None
         thinker = make_parser(plan.thinking, plan.prompt) if plan.thinking else None
         final: Final | None = None

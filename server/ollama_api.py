@@ -90,7 +90,8 @@ async def generate(request: Request) -> HTTPResponse | None:
                               "done_reason": reason})
     job = GenerateInput(prompt=body.prompt, system=body.system, template=body.template, raw=body.raw,
                         suffix=body.suffix, images=body.images, format=body.format, options=body.options,
-                        think=body.think, truncate=body.truncate is not False, context=body.context)
+                        think=body.think, truncate=body.truncate is not False, shift=body.shift is not False,
+                        context=body.context)
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
                                             lambda spec: inference.plan_generate(spec, job)))
 
@@ -122,7 +123,7 @@ async def chat(request: Request) -> HTTPResponse | None:
     job = ChatInput(messages=[m.model_dump(exclude_none=True) for m in body.messages],
                     tools=[t.model_dump() for t in body.tools] if body.tools else None,
                     format=body.format, options=body.options, think=body.think,
-                    truncate=body.truncate is not False)
+                    truncate=body.truncate is not False, shift=body.shift is not False)
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
                                             lambda spec: inference.plan_chat(spec, job)))
 

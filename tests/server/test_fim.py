@@ -53,8 +53,8 @@ def test_the_fim_prompt_is_prefix_suffix_middle():
 def test_a_suffix_for_a_model_without_fim_tokens_is_a_400_naming_it(fake):
     r = fake.client.post("/api/generate", json={"model": "smol", "prompt": "def f(", "suffix": ")"})
     assert r.status_code == 400
-    assert r.json() == {"error": '"smol:latest" does not support insert: its vocabulary has no fill-in-the-middle tokens, '
-                                 "so send the request without suffix"}
+    assert r.json() == {"error": '"smol:latest" does not support insert: its vocabulary has no '
+                                 "fill-in-the-middle tokens, so send the request without suffix"}
     r = fake.client.post("/v1/completions", json={"model": "smol", "prompt": "def f(", "suffix": ")"})
     assert r.status_code == 400 and "does not support insert" in r.json()["error"]["message"]
     assert fake.engines.requests == []
