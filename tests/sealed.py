@@ -47,6 +47,7 @@ def sealed_environment(root: Path, base: dict[str, str] | None = None, *, port: 
     env["CORRAL_MODELS"] = str(root / "home" / ".corral" / "models")
     env["CORRAL_HOST"] = f"127.0.0.1:{port if port is not None else free_port()}"
     env["CORRAL_NOHISTORY"] = "1"
+    env.pop("OLLAMA_HOST", None)  # read when CORRAL_HOST is unset: a test that unsets it gets the default
     # Names on Ollama's default host (what `corral run` and `create` pull when a model is missing)
     # go to a loopback port where nothing listens, never to the public registry.
     env["CORRAL_REGISTRY"] = f"127.0.0.1:{free_port()}"
