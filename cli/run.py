@@ -330,9 +330,9 @@ def run(args: argparse.Namespace) -> int:
         if _embeds_only(session):  # Ollama's run prints an embedding model's vector
             return embed_once(session, prompt, args.dimensions)
         if interactive:
-            return repl.Repl(session, verbose=args.verbose, format=format,
-                             history=not _settings().nohistory, history_file=_settings().models.parent / "history",
-                             think=think,
+            s = _settings()  # the history file is in the Corral home, the folder above the store
+            return repl.Repl(session, verbose=args.verbose, format=format, history=not s.nohistory,
+                             history_file=s.models.parent / "history", think=think,
                              hide_thinking=args.hidethinking, wordwrap=not args.nowordwrap).loop()
         return answer_once(session, prompt, verbose=args.verbose, format=format, think=think,
                            hide_thinking=args.hidethinking, wordwrap=not args.nowordwrap)
