@@ -241,7 +241,7 @@ def summary(info: dict) -> str:
     lines = ["  Model"] + [f"    {label:<20}{value}" for label, value in rows if value not in (None, "")]
     lines += ["", "  Capabilities"] + [f"    {c}" for c in info.get("capabilities") or []]
     if info.get("error"):
-        lines += ["", "  Error (the latest edit; the version above is what serves)", f"    {info['error']}"]
+        lines += ["", "  Error (in the latest edit; shown is the version serving)", f"    {info['error']}"]
     if info.get("parameters"):
         lines += ["", "  Parameters"] + [f"    {line}" for line in info["parameters"].splitlines()]
     if info.get("system"):

@@ -131,6 +131,19 @@ def test_a_broken_edit_shows_the_served_version_and_the_error(both, tmp_path):
     assert str(tmp_path) not in after.text
 
 
+def test_corral_show_prints_a_broken_edits_error_under_the_served_version(both, tmp_path, capsys, monkeypatch):
+    from corral.cli.main import main
+
+    path = tmp_path / "library" / "golib.Modelfile"
+    path.write_text(path.read_text() + "PARAMETER temprature 1\n")
+    both.models.library.sync()
+    monkeypatch.setenv("CORRAL_HOST", both.url.removeprefix("http://"))
+    assert main(["show", "golib"]) == 0
+    out = capsys.readouterr().out
+    assert "  Error (in the latest edit; shown is the version serving)\n    library/golib.Modelfile:" in out
+    assert "You are Smol." in out and "temprature" in out
+
+
 def test_version_is_the_ollama_api_level_with_corrals_own_beside_it(both):
     assert both.client.get("/api/version").json() == {"version": OLLAMA_API_VERSION, "corral_version": corral_version()}
     assert both.client.head("/api/version").status_code == 200
