@@ -18,7 +18,8 @@ from sanic.response import HTTPResponse, json as json_response
 
 from corral.sources.bases import PullState
 from corral.sources.library import Change, Entry
-from corral.server.errors import BadRequestError
+from corral.auth.policy import is_loopback
+from corral.server.errors import BadRequestError, ForbiddenError
 from corral.server.library_watch import sync
 from corral.server.schemas import parse_body
 
@@ -82,6 +83,13 @@ async def status(request: Request) -> HTTPResponse:
 
 async def apply(request: Request) -> HTTPResponse:
     body = parse_body(request.body, ApplyBody)
+    if not is_loopback(request.ip or ""):
+        # The path names a folder on this machine: a remote client must neither point the server at
+        # one nor learn which exist (the existence oracle of CVE-2024-39719). `corral apply` runs
+        # beside the server; a remote team deploys with `git pull` into the served library.
+        raise ForbiddenError("path: /api/library/apply names a folder on the server's machine, so only a "
+                             "client on that machine may call it: run `corral apply` there, or `git pull` "
+                             "into the served library folder", param="path")
     root = Path(body.path)
     if not root.is_dir():
         raise BadRequestError(f"path: {body.path} is not a folder on the server's machine")

@@ -16,8 +16,9 @@ class LiveServer:
     The app's before_server_start / after_server_stop listeners run as under `corral serve`.
     """
 
-    def __init__(self, app: Sanic):
+    def __init__(self, app: Sanic, host: str = "127.0.0.1"):
         self.app = app
+        self.host = host  # "0.0.0.0" for tests that call from another address of this machine
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = asyncio.new_event_loop()
@@ -55,7 +56,7 @@ class LiveServer:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        server = await self.app.create_server(host="127.0.0.1", port=self.port, access_log=False,
+        server = await self.app.create_server(host=self.host, port=self.port, access_log=False,
                                               return_asyncio_server=True)
         await server.startup()
         await server.before_start()
