@@ -37,8 +37,10 @@ def _stop(value: Any) -> Any:
     raise PydanticCustomError("stop", "invalid type for 'stop' field: {kind}", {"kind": type(value).__name__})
 
 
-Stop = Annotated[list[Annotated[str, Field(max_length=MAX_STOP_LENGTH)]] | None, BeforeValidator(_stop),
-                 Field(max_length=MAX_STOPS)]
+# The count bound sits on the list, not on the union: on `list | None` it would be applied to a null
+# too, and pydantic raises a TypeError (a 500) for `"stop": null`.
+Stop = Annotated[Annotated[list[Annotated[str, Field(max_length=MAX_STOP_LENGTH)]], Field(max_length=MAX_STOPS)]
+                 | None, BeforeValidator(_stop)]
 Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
 
 

@@ -59,8 +59,14 @@ class Models:
             cached = self._cache.get(entry.digest)
         if cached is not None:
             return cached
-        parts = read_parts(self.store, entry.manifest, entry.name)
-        definition = definition_of(self.store, parts)
+        try:
+            parts = read_parts(self.store, entry.manifest, entry.name)
+            definition = definition_of(self.store, parts)
+        except FileNotFoundError:
+            # A delete racing this read removed the model's blobs after its manifest was read: the
+            # model is gone (a 404), unless the store still has it and a blob is missing (re-raise).
+            self.store.get(name)
+            raise
         spec = compile_definition(definition, name=entry.name, base_dir=self.store.root,
                                   resolver=StoreResolver(self.store), options=self.options)
         with self._lock:

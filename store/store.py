@@ -213,13 +213,19 @@ class Store:
     def get(self, name: ModelName | str) -> ModelEntry:
         """One model's entry, as `list_models` would show it."""
         path, manifest, data = self._load(name)
-        return self._entry(path, manifest, data)
+        try:
+            return self._entry(path, manifest, data)
+        except FileNotFoundError:  # deleted between the read and the stat
+            raise ModelNotFoundError(_label(name)) from None
 
     def _load(self, name: ModelName | str) -> tuple[Path, Manifest, bytes]:
         path = self._find_manifest(_as_name(name))
         if path is None:
             raise ModelNotFoundError(_label(name))
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # a concurrent delete removed it after it was found
+            raise ModelNotFoundError(_label(name)) from None
         return path, Manifest.from_bytes(data, name=_label(name)), data
 
     def _entry(self, path: Path, manifest: Manifest, data: bytes) -> ModelEntry:
