@@ -247,11 +247,11 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
     """Generate for one request; see the module docstring."""
     started = time.perf_counter_ns()
     spec = await asyncio.to_thread(models.spec, name)
-    plan = planner(spec)
+    plan = await asyncio.to_thread(planner, spec)  # a template renders for up to 1 s: off the loop
     spec, variant = await _variant(models, spec, plan.load)
     async with scheduler.use(name, keep_alive, spec, variant) as lease:
         if lease.spec.digest != spec.digest:
-            plan = planner(lease.spec)
+            plan = await asyncio.to_thread(planner, lease.spec)
         plan, tokens = await _fit(plan, lease.spec.load.num_ctx, lease.engine.tokenize)
         if plan.context:
             tokens = await _continue(plan, tokens, lease.spec.load.num_ctx, lease.engine.tokenize)
@@ -347,10 +347,10 @@ def _split_events(split: Split, tools: ToolStream | None, show_thinking: bool) -
 async def count_tokens(scheduler: Scheduler, models: ModelSource, name: str, planner: Planner) -> int:
     """The number of tokens of the prompt a request would send (Anthropic's count_tokens)."""
     spec = await asyncio.to_thread(models.spec, name)
-    plan = planner(spec)
+    plan = await asyncio.to_thread(planner, spec)  # a template renders for up to 1 s: off the loop
     async with scheduler.use(name, None, spec) as lease:
         if lease.spec.digest != spec.digest:
-            plan = planner(lease.spec)
+            plan = await asyncio.to_thread(planner, lease.spec)
         return len(await lease.engine.tokenize(plan.prompt))
 
 
