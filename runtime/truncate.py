@@ -11,6 +11,7 @@ reply, since a prompt that fills the window would leave the model no token to an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -87,9 +88,10 @@ async def fit(prompt_at: Callable[[int], str], messages: Sequence[dict[str, Any]
               num_predict: int, num_keep: int, truncate: bool, tokenize: Tokenize) -> tuple[int, list[int] | None]:
     """Where the history starts (0: nothing dropped) and, when even that prompt is too long, its
     tokens cut to fit (else None: the prompt goes as text). `prompt_at(start)` renders the prompt
-    with the history from `start`; `messages` is that history (None for a generate prompt)."""
+    with the history from `start` (in a thread: a template may render for up to its time cap);
+    `messages` is that history (None for a generate prompt)."""
     budget = prompt_budget(num_ctx, num_predict)
-    prompt = prompt_at(0)
+    prompt = prompt_at(0)  # the plan's own prompt, already rendered
     if surely_fits(prompt, budget):
         return 0, None
     tokens = await tokenize(prompt)
@@ -103,13 +105,13 @@ async def fit(prompt_at: Callable[[int], str], messages: Sequence[dict[str, Any]
     start = 0
     if messages:
         async def fits(i: int) -> bool:
-            return len(await tokenize(prompt_at(i))) + 1 <= budget
+            return len(await tokenize(await asyncio.to_thread(prompt_at, i))) + 1 <= budget
 
         start = await earliest_fit(messages, fits)
         if start:
             log.info("dropped the %d oldest messages of %d so that the prompt fits num_ctx %d", start, len(messages),
                      num_ctx)
-            tokens = await tokenize(prompt_at(start))
+            tokens = await tokenize(await asyncio.to_thread(prompt_at, start))
             if len(tokens) + 1 <= budget:
                 return start, None
     cut = trim_tokens(tokens, budget - 1, num_keep)
