@@ -27,7 +27,7 @@ from sanic import Request, Sanic
 from corral.auth.keys import KeyFile, KeyRecord, KeyRing, parse_env_keys
 from corral.auth.limits import Limiter
 from corral.auth.policy import authorize, bearer, check_bind, is_loopback
-from corral.auth.scopes import MODEL_FIELDS, need_of
+from corral.auth.scopes import MODEL_FIELDS, model_allowed, need_of
 from corral.auth.usage import UsageFile
 from corral.config.settings import Settings
 from corral.errors import CorralError
@@ -116,7 +116,11 @@ def _models_of(request: Request) -> tuple[str, ...]:
         return ()
     if not isinstance(body, dict):
         return ()
-    return tuple(v for k in MODEL_FIELDS if isinstance(v := body.get(k), str) and v)
+    named = [v for k in MODEL_FIELDS if isinstance(v := body.get(k), str) and v]
+    base = body.get("from")  # /api/create: a base model by name (a digest names an uploaded blob)
+    if isinstance(base, str) and base and not base.startswith("sha256:"):
+        named.append(base)
+    return tuple(named)
 
 
 def install(app: Sanic) -> None:
@@ -139,6 +143,13 @@ def install(app: Sanic) -> None:
     app.register_middleware(_check, "request")
     app.register_listener(_load, "before_server_start")
     app.register_listener(_save, "after_server_stop")
+
+
+def visible(request: Request, name: str) -> bool:
+    """Whether the request's key may see model `name` in a listing (tags, ps, /v1/models): a key
+    limited to some models lists only those, so the others' names do not leak."""
+    record: KeyRecord | None = getattr(request.ctx, "api_key", None)
+    return record is None or model_allowed(record.models, name)
 
 
 def has_keys(settings: Settings) -> bool:

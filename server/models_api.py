@@ -35,6 +35,7 @@ from corral.registry.events import SUCCESS, ProgressEvent
 from corral.compiler.resolve import DIGEST, looks_like_path
 from corral.store.names import is_valid_name, parse as parse_name, parse_digest
 from corral.server.errors import BadRequestError, native_body
+from corral.server.guard import visible
 from corral.runtime.scheduler import cpu_reason
 from corral.server.metrics import processor
 from corral.server.schemas import CopyBody, CreateBody, DeleteBody, ShowBody, TransferBody, parse_body
@@ -156,7 +157,7 @@ async def tags(request: Request) -> HTTPResponse:
     return json_response({"models": [
         {"name": m.name, "model": m.model, "modified_at": rfc3339nano(m.modified_at), "size": m.size,
          "digest": m.digest, "details": m.details, "capabilities": m.capabilities}
-        for m in listings]})
+        for m in listings if visible(request, m.name)]})
 
 
 async def show(request: Request) -> HTTPResponse:
@@ -183,6 +184,8 @@ async def ps(request: Request) -> HTTPResponse:
     gpus = getattr(getattr(scheduler, "settings", None), "gpus", 0)
     rows = []
     for r in running:
+        if not visible(request, r.name):
+            continue
         expires = r.expires_at if r.expires_at is not None else now + _FOREVER
         spec = r.spec
         rows.append({"name": r.name, "model": r.name, "size": r.size, "digest": request.app.ctx.models.digest_of(spec),

@@ -28,7 +28,7 @@ from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInpu
 from corral.runtime.structured import response_format_to_format
 from corral.runtime.tools import ToolCall
 from corral.server.errors import BadRequestError, openai_body, render_v1
-from corral.server.guard import count, metered
+from corral.server.guard import count, metered, visible
 from corral.server.openai_schemas import ChatCompletionBody, ChatMessage, CompletionBody, EmbeddingBody
 from corral.server.schemas import parse_body
 from corral.server.streaming import EVENT_STREAM, SSE_DONE, LazyStream, pump, sse_event
@@ -258,7 +258,8 @@ def _model_object(model_id: str, modified_at: Any) -> dict[str, Any]:
 async def list_models(request: Request) -> HTTPResponse:
     listings = await asyncio.to_thread(request.app.ctx.models.list)
     listings = sorted(listings, key=lambda m: m.modified_at, reverse=True)
-    return json_response({"object": "list", "data": [_model_object(m.name, m.modified_at) for m in listings]})
+    return json_response({"object": "list", "data": [_model_object(m.name, m.modified_at) for m in listings
+                                                 if visible(request, m.name)]})
 
 
 async def retrieve_model(request: Request, model: str) -> HTTPResponse:

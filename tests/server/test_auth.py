@@ -89,6 +89,30 @@ def test_a_key_limited_to_models_gets_403_for_others(fake):
     assert fake.client.get("/v1/models/toolsmodel", headers=bearer(key)).status_code == 200
 
 
+def test_a_key_limited_to_models_lists_only_those(fake):
+    key = add_key(fake, "tools-only", models=["toolsmodel*"])
+    assert fake.client.post("/api/chat", json={**CHAT, "model": "smol"}).status_code == 401  # loaded: no
+    admin = add_key(fake, "ops", Scope.ADMIN)
+    fake.client.post("/api/chat", json={**CHAT, "model": "smol"}, headers=bearer(admin))  # smol is loaded
+    fake.client.post("/api/chat", json={**CHAT, "model": "toolsmodel"}, headers=bearer(key))
+    names = lambda r, field="models", key_="name": sorted(m[key_] for m in r.json()[field])  # noqa: E731
+    assert names(fake.client.get("/api/tags", headers=bearer(key))) == ["toolsmodel:latest"]
+    assert names(fake.client.get("/api/ps", headers=bearer(key))) == ["toolsmodel:latest"]
+    assert names(fake.client.get("/v1/models", headers=bearer(key)), "data", "id") == ["toolsmodel:latest"]
+    assert names(fake.client.get("/api/tags", headers=bearer(admin))) == ["smol:latest", "toolsmodel:latest"]
+    assert names(fake.client.get("/api/ps", headers=bearer(admin))) == ["smol:latest", "toolsmodel:latest"]
+
+
+def test_create_from_a_model_outside_the_patterns_is_403(fake):
+    key = add_key(fake, "ops-smol", Scope.ADMIN, models=["smol*"])
+    r = fake.client.post("/api/create", json={"model": "smol-mine", "from": "toolsmodel", "stream": False},
+                         headers=bearer(key))
+    assert (r.status_code, r.json()) == (403, {"error": "API key 'ops-smol' may not use model 'toolsmodel'"})
+    ok = fake.client.post("/api/create", json={"model": "smol-mine", "from": "smol", "stream": False},
+                          headers=bearer(key))
+    assert ok.status_code == 200, ok.text
+
+
 def test_every_model_a_body_names_must_match(fake):
     key = add_key(fake, "ops-smol", Scope.ADMIN, models=["smol*"])
     ok = fake.client.post("/api/copy", json={"source": "smol", "destination": "smol-copy"}, headers=bearer(key))
