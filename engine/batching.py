@@ -37,8 +37,8 @@ from typing import Callable, Union
 
 from corral.engine.errors import EngineInputError
 from corral.engine.llama import Batch, Context, Model
-from corral.engine.requests import Chunk, Embeddings, EmbedRequest, Failure, Final, GenerateRequest
-from corral.engine.sampling import SlotSampler, check_grammar, penalty_window
+from corral.engine.requests import Chunk, Embeddings, EmbedRequest, Failure, Final, GenerateRequest, TokenLogprob
+from corral.engine.sampling import SlotSampler, check_grammar, penalty_window, token_logprob
 from corral.engine.stops import StopMatcher, Utf8Decoder
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class _Job:
     pauses: int = 0
     prompt_ns: int = 0
     eval_ns: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # tokens whose text is not out yet
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(self.req.stop)
@@ -347,6 +348,9 @@ class BatchLoop:
                 continue
             t0 = time.monotonic_ns()
             token = job.sampler.sample(self.ctx, job.index)
+            if job.req.logprobs and not self.model.is_eog(token):
+                job.logprobs.append(token_logprob(self.ctx, job.index, self.model.n_vocab, token,
+                                                  job.req.top_logprobs, self._piece))
             job.index = -1
             job.eval_ns += time.monotonic_ns() - t0
             self._advance(slot, token, out)
@@ -368,20 +372,32 @@ class BatchLoop:
         else:
             job.last = token
             if text:
-                out.append(Chunk(job.req.id, text))
+                out.append(self._chunk(job, text))
+
+    def _piece(self, token: int) -> bytes:
+        return self.model.token_to_piece(token)
+
+    def _chunk(self, job: _Job, text: str) -> Chunk:
+        """A chunk of `text` with the log-probabilities of the tokens it releases, if asked."""
+        if not job.logprobs:
+            return Chunk(job.req.id, text)
+        entries, job.logprobs = tuple(job.logprobs), []
+        return Chunk(job.req.id, text, entries)
 
     def _finish(self, slot: _Slot, reason: str, text: str, out: list[Outbound]) -> None:
         job = slot.job
         if not job.stops.stopped:  # the stream ended: nothing held back can still be a stop
             text += job.stops.push(job.decoder.flush())
             text += job.stops.flush()
-        if text:
-            out.append(Chunk(job.req.id, text))
+        elif job.logprobs:  # the tokens of the stop string itself are not part of the answer
+            job.logprobs = _within(job.logprobs, len(text))
+        if text or job.logprobs:
+            out.append(self._chunk(job, text))
         out.append(Final(
             id=job.req.id, done_reason=reason,  # type: ignore[arg-type]
             prompt_eval_count=len(job.prompt) - job.reused, prompt_eval_duration=job.prompt_ns,
             eval_count=job.n_out, eval_duration=job.eval_ns, prompt_tokens_cached=job.reused,
-            pauses=job.pauses))
+            pauses=job.pauses, stop_sequence=job.stops.matched))
         self._release(slot)
 
     def _release(self, slot: _Slot) -> None:
@@ -400,6 +416,17 @@ class BatchLoop:
             self.ctx.seq_rm(slot.seq, -1, -1)
             slot.cached.clear()
             self._release(slot)
+
+
+def _within(entries: list[TokenLogprob], length: int) -> list[TokenLogprob]:
+    """The leading entries whose text fits in `length` characters (those before a stop string)."""
+    kept, used = [], 0
+    for entry in entries:
+        used += len(entry.token)
+        if used > length:
+            break
+        kept.append(entry)
+    return kept
 
 
 @dataclass

@@ -118,6 +118,7 @@ class Engine:
         self._seat: int | None = None  # this engine's seat on the core board
         self.crashes = 0  # worker deaths and hangs since the engine was made (read by the scheduler)
         self._stalled: set[int] = set()  # incarnations the watchdog killed for silence
+        self.pool_stats: worker.PoolReport | None = None  # the worker's latest report (for metrics)
 
     @property
     def spec(self) -> RuntimeSpec:
@@ -321,7 +322,10 @@ class Engine:
                     continue
                 messages = conn.recv()
                 heard = time.monotonic()
-                messages = [m for m in messages if not isinstance(m, worker.Heartbeat)]
+                reports = [m for m in messages if isinstance(m, worker.PoolReport)]
+                if reports:
+                    self.pool_stats = reports[-1]
+                messages = [m for m in messages if not isinstance(m, (worker.Heartbeat, worker.PoolReport))]
                 if messages:
                     loop.call_soon_threadsafe(self._dispatch, messages)
         except (EOFError, OSError):

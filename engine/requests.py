@@ -55,6 +55,8 @@ class GenerateRequest:
     add_bos: bool = True  # add the model's BOS when the vocabulary asks for it and the text lacks it
     prompt_tokens: tuple[int, ...] | None = None  # the prompt already tokenized (cut to fit, or with a context)
     shift: bool = True  # at num_ctx, drop the oldest tokens after num_keep and go on; False: stop ("length")
+    logprobs: bool = False  # each Chunk carries its tokens' log-probabilities
+    top_logprobs: int = 0  # and the most likely alternatives at each position (0..20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +68,33 @@ class EmbedRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """One candidate token at a position: its piece as text, its log-probability and raw bytes."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token's log-probability (before sampling filters), with the `top` candidates."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
-    """Newly generated text (may be empty when a token only completes part of a character)."""
+    """Newly generated text (may be empty when a token only completes part of a character).
+
+    `logprobs` holds the tokens whose text this chunk releases, when the request asked for them."""
 
     id: str
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +112,7 @@ class Final:
     eval_duration: int
     prompt_tokens_cached: int = 0
     pauses: int = 0  # times the KV pool was full and this sequence was paused and recomputed
+    stop_sequence: str | None = None  # the stop string that ended it (done_reason "stop"), None otherwise
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import ctypes
 import math
 import secrets
-from typing import Sequence
+from typing import Callable, Sequence
 
 import llama_cpp
 import numpy as np  # a dependency of llama-cpp-python
 
 from corral.engine.errors import EngineInputError
 from corral.engine.llama import Context, Model, native_stderr, take_errors
-from corral.engine.requests import Sampling
+from corral.engine.requests import Sampling, TokenLogprob, TopLogprob
 
 _SamplerPtr = llama_cpp.llama_sampler_p_ctypes
 
@@ -73,6 +73,29 @@ def _parse_error(stderr_text: str) -> str:
         if found:
             return rest.strip()
     return ""
+
+
+def token_logprob(ctx: Context, index: int, n_vocab: int, token: int, top: int,
+                  piece: Callable[[int], bytes]) -> TokenLogprob:
+    """The log-probability of `token` among the raw logits at batch `index`, and the `top` most
+    likely tokens there: a log-softmax of the model's distribution before any sampling filter (as
+    llama-server reports it with post_sampling_probs off). Only requests that ask pay for it."""
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.handle, index), shape=(n_vocab,))
+    peak = float(logits.max())
+    log_total = peak + math.log(float(np.exp(logits - peak, dtype=np.float64).sum()))
+    best: tuple[TopLogprob, ...] = ()
+    if top > 0:
+        k = min(top, n_vocab)
+        ids = np.argpartition(logits, n_vocab - k)[n_vocab - k:]
+        ids = ids[np.argsort(-logits[ids], kind="stable")]
+        best = tuple(_candidate(int(i), float(logits[i]) - log_total, piece) for i in ids)
+    chosen = _candidate(token, float(logits[token]) - log_total, piece)
+    return TokenLogprob(chosen.token, chosen.logprob, chosen.bytes, best)
+
+
+def _candidate(token: int, logprob: float, piece: Callable[[int], bytes]) -> TopLogprob:
+    raw = piece(token)
+    return TopLogprob(raw.decode("utf-8", errors="replace"), min(logprob, 0.0), tuple(raw))
 
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)

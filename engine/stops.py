@@ -62,6 +62,7 @@ class StopMatcher:
         self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that cut the stream, once one has
 
     @property
     def held(self) -> str:
@@ -83,6 +84,7 @@ class StopMatcher:
         if found is not None:
             self._held = ""
             self.stopped = True
+            self.matched = buffer[found[0]: found[1]]
             return buffer[: found[0]]
         keep = self._partial_suffix(buffer)
         self._held = buffer[len(buffer) - keep:]

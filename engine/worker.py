@@ -13,8 +13,8 @@ gets one pipe message per step however many requests are streaming. A crash in n
 only this process; the engine notices the closed pipe and fails the requests that were in it.
 
 Parent to worker: GenerateRequest, EmbedRequest, Cancel, Tokenize, Shutdown.
-Worker to parent: Loaded | LoadFailed first, then lists of Chunk, Final, Embeddings, Failure and
-Tokens, and `[Heartbeat()]` from the heartbeat thread every `heartbeat_s` (the engine kills a
+Worker to parent: Loaded | LoadFailed first, then lists of Chunk, Final, Embeddings, Failure,
+Tokens and PoolReport, and `[Heartbeat()]` from the heartbeat thread every `heartbeat_s` (the engine kills a
 worker it hears nothing from for its stall timeout; see process.py).
 """
 
@@ -64,6 +64,22 @@ class Shutdown:
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """The worker process is alive (sent by its own thread, so a long decode still beats)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolReport:
+    """The KV pool's use (BatchLoop.stats, in builtins so the server need not import llama.cpp):
+    sent with a step's messages at most every REPORT_S while busy, and once on going idle."""
+
+    pool_cells: int
+    used_cells: int
+    running: int
+    queued: int
+
+
+# How often a busy worker reports its pool at most: metrics need no more, and a report is a few
+# bytes added to a message the step sends anyway.
+REPORT_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +184,8 @@ class _Worker:
         self.batch_loop = BatchLoop(self.model, self.ctx, n_seqs=n_slots, seq_ctx=self.slot_ctx,
                                    pool=self.ctx.n_ctx, embedder=embedder)
         self._replies: list[object] = []
+        self._reported = 0.0  # monotonic time of the last PoolReport
+        self._was_busy = False
         self._send_lock = threading.Lock()  # the serving loop and the heartbeat thread share the pipe
 
     def send(self, messages: list[object]) -> None:
@@ -203,8 +221,18 @@ class _Worker:
             self._share_cores()
             out = self._replies + batch_loop.step()
             self._replies = []
+            self._report(out)
             if out:
                 self.send(out)
+
+    def _report(self, out: list[object]) -> None:
+        """Add a PoolReport to this step's messages when one is due (see REPORT_S)."""
+        busy, now = self.batch_loop.busy, time.monotonic()
+        if (busy and now - self._reported >= REPORT_S) or (self._was_busy and not busy):
+            stats = self.batch_loop.stats()
+            out.append(PoolReport(stats.pool_cells, stats.used_cells, stats.running, stats.queued))
+            self._reported = now
+        self._was_busy = busy
 
     def _share_cores(self) -> None:
         """Take this worker's share of the cores among the busy workers (engine/cores.py)."""

@@ -26,7 +26,7 @@ from corral.compiler.spec import RuntimeSpec
 from corral.compiler.fim import fim_tokens
 from corral.compiler.variant import load_variant, requested
 from corral.engine.errors import EngineError
-from corral.engine.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling
+from corral.engine.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling, TokenLogprob
 from corral.runtime import truncate
 from corral.runtime.errors import InvalidRequestError, UnsupportedRequestError
 from corral.runtime.scheduler import ModelSource, Scheduler
@@ -47,6 +47,7 @@ class TextEvent:
     """Generated text, as it streams (the IR's `Text` is a definition's string value)."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class ThinkingEvent:
     """Thinking text, as it streams (kept apart from the answer)."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,14 @@ class Done:
     load_duration: int = 0
     total_duration: int = 0
     prompt_cached: int = 0  # prompt tokens reused from a slot's cache, not evaluated again
+    stop_sequence: str | None = None  # the stop string that ended the answer, if one did
     context: list[int] | None = None  # /api/generate's: the token ids of the prompt and the reply
 
     @classmethod
     def of(cls, final: Final, load_duration: int, total_duration: int) -> Done:
         return cls(final.done_reason, final.prompt_eval_count, final.prompt_eval_duration, final.eval_count,
-                   final.eval_duration, load_duration, total_duration, final.prompt_tokens_cached)
+                   final.eval_duration, load_duration, total_duration, final.prompt_tokens_cached,
+                   stop_sequence=final.stop_sequence)
 
     @classmethod
     def from_reply(cls, chunk: Mapping[str, Any]) -> Done:
@@ -121,6 +125,8 @@ class Plan:
     load: dict[str, Any] = field(default_factory=dict)  # the request's load-time options (num_ctx, ...)
     context: list[int] | None = None  # token ids a generate request continues from (put before the prompt)
     want_context: bool = False  # the final event carries the context (Ollama's generate, unless raw)
+    logprobs: bool = False  # text events carry their tokens' log-probabilities
+    top_logprobs: int = 0  # with this many alternatives each
 
 
 @dataclass
@@ -133,6 +139,8 @@ class ChatInput:
     think: bool | str | None = None
     truncate: bool = True
     shift: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass
@@ -149,6 +157,8 @@ class GenerateInput:
     truncate: bool = True
     shift: bool = True
     context: list[int] | None = None  # an earlier answer's context, continued
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 def _sampling(spec: RuntimeSpec, options: Mapping[str, Any]) -> tuple[Sampling, tuple[str, ...]]:
@@ -203,7 +213,8 @@ def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
     sampling, stop = _sampling(spec, chat.options)
     return Plan(prompt, sampling, stop, grammar, [f["name"] for f in fns] if tools else None, thinking,
                 think is not False, chat.truncate, chat.shift, chat.messages,
-                lambda kept: plan_chat(spec, replace(chat, messages=kept)), requested(chat.options))
+                lambda kept: plan_chat(spec, replace(chat, messages=kept)), requested(chat.options),
+                logprobs=chat.logprobs, top_logprobs=chat.top_logprobs)
 
 
 def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -236,7 +247,8 @@ def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
     sampling, stop = _sampling(spec, gen.options)
     return Plan(prompt, sampling, stop, format_grammar(gen.format), thinking=thinking,
                 show_thinking=think is not False, truncate=gen.truncate, shift=gen.shift,
-                load=requested(gen.options), context=gen.context, want_context=not gen.raw)
+                load=requested(gen.options), context=gen.context, want_context=not gen.raw,
+                logprobs=gen.logprobs, top_logprobs=gen.top_logprobs)
 
 
 Planner = Callable[[RuntimeSpec], Plan]
@@ -257,19 +269,23 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
             tokens = await _continue(plan, tokens, lease.spec.load.num_ctx, lease.engine.tokenize)
         request = GenerateRequest(id=request_id(), prompt=plan.prompt, sampling=plan.sampling,
                                   stop=plan.stop, grammar=plan.grammar,
-                                  prompt_tokens=tuple(tokens) if tokens is not None else None, shift=plan.shift)
+                                  prompt_tokens=tuple(tokens) if tokens is not None else None, shift=plan.shift,
+                                  logprobs=plan.logprobs or plan.top_logprobs > 0,
+                                  top_logprobs=plan.top_logprobs)
         parser = ToolStream(plan.tool_names) if plan.tool_names is not None else None
         thinker = make_parser(plan.thinking, plan.prompt) if plan.thinking else None
         final: Final | None = None
         produced: list[str] = []
+        pending: list[TokenLogprob] = []  # log-probabilities whose text a parser still holds
         async with aclosing(lease.engine.generate(request)) as items:
             async for item in items:
                 if isinstance(item, Final):
                     final = item
                     continue
                 produced.append(item.text)
+                pending.extend(item.logprobs)
                 split = thinker.feed(item.text) if thinker else Split(content=item.text)
-                for event in _split_events(split, parser, plan.show_thinking):
+                for event in _with_logprobs(_split_events(split, parser, plan.show_thinking), pending):
                     yield event
         if thinker is not None:
             for event in _split_events(thinker.finish(), parser, plan.show_thinking):
@@ -280,6 +296,8 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
                 yield TextEvent(rest)
             if calls:
                 yield Calls(calls)
+        if pending:
+            yield TextEvent("", tuple(pending))
         if final is None:
             raise EngineError("the model stopped without finishing its answer")
         done = Done.of(final, lease.load_duration_ns, time.perf_counter_ns() - started)
@@ -342,6 +360,18 @@ def _split_events(split: Split, tools: ToolStream | None, show_thinking: bool) -
     if text:
         out.append(TextEvent(text))
     return out
+
+
+def _with_logprobs(events: list[Event], pending: list[TokenLogprob]) -> list[Event]:
+    """Attach the pending log-probabilities to the last text of `events` (emptying `pending`)."""
+    if not pending:
+        return events
+    for i in range(len(events) - 1, -1, -1):
+        if isinstance(events[i], (TextEvent, ThinkingEvent)):
+            events[i] = replace(events[i], logprobs=tuple(pending))
+            pending.clear()
+            break
+    return events
 
 
 async def count_tokens(scheduler: Scheduler, models: ModelSource, name: str, planner: Planner) -> int:

@@ -9,9 +9,9 @@ the model's own; `max_tokens` (required, as Anthropic requires it) is `num_predi
 
 The answer's thinking, text and tool calls come back as `thinking`, `text` and `tool_use` blocks
 (a thinking block's `signature` is empty: nothing signs it). `stop_reason` is
-"tool_use" when the model called a tool, "max_tokens" when it ran out, else "end_turn": the engine
-does not say whether a stop sequence or the end-of-turn token ended the text, so "stop_sequence"
-is never reported. Streams are Anthropic's named server-sent events: message_start, ping, then per
+"tool_use" when the model called a tool, "max_tokens" when it ran out, "stop_sequence" (with
+`stop_sequence` naming it) when one of the request's stop_sequences ended the text, else
+"end_turn" (the model's own stops, such as its end-of-turn marker, are an end of turn). Streams are Anthropic's named server-sent events: message_start, ping, then per
 block content_block_start / content_block_delta / content_block_stop, message_delta (stop reason
 and usage) and message_stop; an error after the first event is an `error` event.
 """
@@ -148,10 +148,17 @@ def chat_input(body: MessagesBody) -> ChatInput:
 
 # -- the response --------------------------------------------------------------------------------
 
-def _stop_reason(done: Done, calls: bool) -> str:
+def _stop_sequence(done: Done, asked: list[str] | None) -> str | None:
+    """The request's stop sequence that ended the answer, if one did."""
+    return done.stop_sequence if done.stop_sequence is not None and done.stop_sequence in (asked or ()) else None
+
+
+def _stop_reason(done: Done, calls: bool, asked: list[str] | None = None) -> str:
     if calls:
         return "tool_use"
-    return "max_tokens" if done.done_reason == "length" else "end_turn"
+    if done.done_reason == "length":
+        return "max_tokens"
+    return "stop_sequence" if _stop_sequence(done, asked) is not None else "end_turn"
 
 
 def _usage(done: Done) -> dict[str, int]:
@@ -186,8 +193,9 @@ async def messages(request: Request) -> HTTPResponse | None:
             content.append({"type": "text", "text": text})
         content += [_tool_use(c) for c in calls]
         return json_response({**_head(body.model), "content": content,
-                              "stop_reason": _stop_reason(done, bool(calls)), "usage": _usage(done)})
-    stream = MessageEvents(body.model)
+                              "stop_reason": _stop_reason(done, bool(calls), body.stop_sequences),
+                              "stop_sequence": _stop_sequence(done, body.stop_sequences), "usage": _usage(done)})
+    stream = MessageEvents(body.model, body.stop_sequences)
     await pump(LazyStream(request, EVENT_STREAM, {"Cache-Control": "no-cache"}), events, stream.render,
                lambda e: named_event("error", anthropic_body(e)))
     return None
@@ -196,8 +204,9 @@ async def messages(request: Request) -> HTTPResponse | None:
 class MessageEvents:
     """Renders the generation's events as Anthropic's stream."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, stop_sequences: list[str] | None = None):
         self.model = model
+        self.stop_sequences = stop_sequences  # the request's: only these are reported as stop_sequence
         self.started = False
         self.index = 0  # the index of the next content block
         self.open: str | None = None  # the kind of the open block: "text" or "thinking"
@@ -242,7 +251,8 @@ class MessageEvents:
             out += self._close()
             out += [named_event("message_delta", {
                         "type": "message_delta",
-                        "delta": {"stop_reason": _stop_reason(event, self.called), "stop_sequence": None},
+                        "delta": {"stop_reason": _stop_reason(event, self.called, self.stop_sequences),
+                                  "stop_sequence": _stop_sequence(event, self.stop_sequences)},
                         "usage": _usage(event)}),
                     named_event("message_stop", {"type": "message_stop"})]
         elif isinstance(event, Calls):

@@ -17,7 +17,7 @@ from sanic.response import HTTPResponse, json as json_response
 from corral.runtime import inference
 from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, TextEvent, ThinkingEvent
 from corral.runtime.tools import ToolCall
-from corral.server import library_api, models_api
+from corral.server import library_api, logprobs, models_api
 from corral.server.errors import native_body, render_native
 from corral.server.guard import count, metered
 from corral.server.schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, parse_body
@@ -76,6 +76,12 @@ def _thinking(events: list[Event]) -> dict[str, str]:
     return {"thinking": text} if text else {}
 
 
+def _logprobs(events: list[Event] | Event) -> dict[str, Any]:
+    """The `logprobs` field of a chunk (or of a merged reply: all of them), left out when none."""
+    entries = logprobs.entries_of(events if isinstance(events, list) else [events])
+    return {"logprobs": logprobs.native(entries)} if entries else {}
+
+
 def _context(done: Done) -> dict[str, Any]:
     """Generate's `context` (the prompt's and the reply's token ids), where Ollama sends it."""
     return {"context": done.context} if done.context is not None else {}
@@ -91,7 +97,7 @@ async def generate(request: Request) -> HTTPResponse | None:
     job = GenerateInput(prompt=body.prompt, system=body.system, template=body.template, raw=body.raw,
                         suffix=body.suffix, images=body.images, format=body.format, options=body.options,
                         think=body.think, truncate=body.truncate is not False, shift=body.shift is not False,
-                        context=body.context)
+                        context=body.context, logprobs=body.logprobs, top_logprobs=body.top_logprobs)
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
                                             lambda spec: inference.plan_generate(spec, job)))
 
@@ -102,12 +108,13 @@ async def generate(request: Request) -> HTTPResponse | None:
             out["thinking"] = event.text
         if isinstance(event, Done):
             return {**out, "done": True, "done_reason": event.done_reason, **_context(event), **event.stats()}
-        return {**out, "done": False}
+        return {**out, "done": False, **_logprobs(event)}
 
     def merge(events: list[Event]) -> dict[str, Any]:
         text, _calls, done = _stats(events)
         return {"model": body.model, "created_at": rfc3339nano(), "response": text, **_thinking(events),
-                "done": True, "done_reason": done.done_reason, **_context(done), **done.stats()}
+                "done": True, "done_reason": done.done_reason, **_context(done), **done.stats(),
+                **_logprobs(events)}
 
     return await _reply(request, body.stream, events, chunk, merge)
 
@@ -123,7 +130,8 @@ async def chat(request: Request) -> HTTPResponse | None:
     job = ChatInput(messages=[m.model_dump(exclude_none=True) for m in body.messages],
                     tools=[t.model_dump() for t in body.tools] if body.tools else None,
                     format=body.format, options=body.options, think=body.think,
-                    truncate=body.truncate is not False, shift=body.shift is not False)
+                    truncate=body.truncate is not False, shift=body.shift is not False,
+                    logprobs=body.logprobs, top_logprobs=body.top_logprobs)
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
                                             lambda spec: inference.plan_chat(spec, job)))
 
@@ -136,7 +144,7 @@ async def chat(request: Request) -> HTTPResponse | None:
         out = {"model": body.model, "created_at": rfc3339nano(), "message": message}
         if isinstance(event, Done):
             return {**out, "done": True, "done_reason": event.done_reason, **event.stats()}
-        return {**out, "done": False}
+        return {**out, "done": False, **_logprobs(event)}
 
     def merge(events: list[Event]) -> dict[str, Any]:
         text, calls, done = _stats(events)
@@ -144,7 +152,7 @@ async def chat(request: Request) -> HTTPResponse | None:
         if calls:
             message["tool_calls"] = [native_call(c, i) for i, c in enumerate(calls)]
         return {"model": body.model, "created_at": rfc3339nano(), "message": message, "done": True,
-                "done_reason": done.done_reason, **done.stats()}
+                "done_reason": done.done_reason, **done.stats(), **_logprobs(events)}
 
     return await _reply(request, body.stream, events, chunk, merge)
 

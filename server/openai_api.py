@@ -27,6 +27,7 @@ from corral.runtime import inference
 from corral.runtime.inference import Calls, ChatInput, Done, Event, GenerateInput, TextEvent, ThinkingEvent
 from corral.runtime.structured import response_format_to_format
 from corral.runtime.tools import ToolCall
+from corral.server import logprobs as lp
 from corral.server.errors import BadRequestError, openai_body, render_v1
 from corral.server.guard import count, metered, visible
 from corral.server.openai_schemas import ChatCompletionBody, ChatMessage, CompletionBody, EmbeddingBody
@@ -143,12 +144,16 @@ async def _sse(request: Request, events: AsyncIterator[Event], render) -> None:
                lambda e: sse_event(openai_body(e)) + SSE_DONE)
 
 
-async def _collect(events: AsyncIterator[Event], thinking: list[str] | None = None) -> tuple[str, list[Any], Done]:
-    """The text, calls and end of a generation; its thinking is appended to `thinking` if given."""
+async def _collect(events: AsyncIterator[Event], thinking: list[str] | None = None,
+                   logprobs: list[Any] | None = None) -> tuple[str, list[Any], Done]:
+    """The text, calls and end of a generation; its thinking is appended to `thinking` and the
+    answer's log-probabilities to `logprobs`, if given."""
     async with aclosing(events) as it:  # closes the generation at once if the client leaves
         collected = [event async for event in it]
     if thinking is not None:
         thinking.extend(e.text for e in collected if isinstance(e, ThinkingEvent))
+    if logprobs is not None:
+        logprobs.extend(lp.entries_of(collected, thinking=False))
     text = "".join(e.text for e in collected if isinstance(e, TextEvent))
     calls = [c for e in collected if isinstance(e, Calls) for c in e.calls]
     return text, calls, next(e for e in collected if isinstance(e, Done))
@@ -161,22 +166,26 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
     job = ChatInput(messages=native_messages(body.messages),
                     tools=[t.model_dump() for t in body.tools] if body.tools else None,
                     tool_choice=body.tool_choice, format=response_format_to_format(response_format),
-                    options=_options(body), think=_EFFORT.get(_effort(body) or ""))
+                    options=_options(body), think=_EFFORT.get(_effort(body) or ""),
+                    logprobs=bool(body.logprobs), top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0)
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
                                             lambda spec: inference.plan_chat(spec, job)))
     head = {"id": f"chatcmpl-{random.randint(0, 998)}", "created": int(time.time()), "model": body.model,
             "system_fingerprint": FINGERPRINT}
     if not body.stream:
         thinking: list[str] = []
-        text, calls, done = await _collect(events, thinking)
+        entries: list[Any] = []
+        text, calls, done = await _collect(events, thinking, entries)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if thinking:
             message["reasoning"] = "".join(thinking)
         if calls:
             message["tool_calls"] = [openai_call(c, i) for i, c in enumerate(calls)]
         finish = "tool_calls" if calls else done.done_reason
-        return json_response({**head, "object": "chat.completion", "choices": [
-            {"index": 0, "message": message, "finish_reason": finish}], "usage": usage(done)})
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
+        if body.logprobs:
+            choice["logprobs"] = lp.chat(entries)
+        return json_response({**head, "object": "chat.completion", "choices": [choice], "usage": usage(done)})
     state = {"role_sent": False, "calls": 0}
     chunk_head = {**head, "object": "chat.completion.chunk"}
 
@@ -196,7 +205,10 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
         else:
             delta["tool_calls"] = [openai_call(c, state["calls"] + i) for i, c in enumerate(event.calls)]
             state["calls"] += len(event.calls)
-        return [sse_event({**chunk_head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})]
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+        if body.logprobs and isinstance(event, TextEvent):
+            choice["logprobs"] = lp.chat(event.logprobs)
+        return [sse_event({**chunk_head, "choices": [choice]})]
 
     await _sse(request, events, render)
     return None
@@ -205,17 +217,23 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
 async def completions(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, CompletionBody)
     ctx = request.app.ctx
-    job = GenerateInput(prompt=body.prompt, suffix=body.suffix or "", options=_options(body))
+    job = GenerateInput(prompt=body.prompt, suffix=body.suffix or "", options=_options(body),
+                        logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0)
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
                                             lambda spec: inference.plan_generate(spec, job)))
     head = {"id": f"cmpl-{random.randint(0, 998)}", "object": "text_completion", "created": int(time.time()),
             "model": body.model, "system_fingerprint": FINGERPRINT}
     if not body.stream:
-        text, _calls, done = await _collect(events)
-        return json_response({**head, "choices": [{"text": text, "index": 0, "finish_reason": done.done_reason}],
-                              "usage": usage(done)})
+        entries: list[Any] = []
+        text, _calls, done = await _collect(events, logprobs=entries)
+        choice: dict[str, Any] = {"text": text, "index": 0, "finish_reason": done.done_reason}
+        if body.logprobs is not None:
+            choice["logprobs"] = lp.legacy(entries)
+        return json_response({**head, "choices": [choice], "usage": usage(done)})
+    offset = 0  # characters of the completion streamed so far (the text_offset of the next token)
 
     def render(event: Event) -> list[bytes]:
+        nonlocal offset
         if isinstance(event, Done):
             out = [sse_event({**head, "choices": [{"text": "", "index": 0, "finish_reason": event.done_reason}]})]
             if body.include_usage:
@@ -224,7 +242,11 @@ async def completions(request: Request) -> HTTPResponse | None:
         if isinstance(event, ThinkingEvent):
             return []  # a completion carries only the answer
         text = event.text if isinstance(event, TextEvent) else ""
-        return [sse_event({**head, "choices": [{"text": text, "index": 0, "finish_reason": None}]})]
+        choice: dict[str, Any] = {"text": text, "index": 0, "finish_reason": None}
+        if body.logprobs is not None and isinstance(event, TextEvent):
+            choice["logprobs"] = lp.legacy(event.logprobs, offset)
+            offset += sum(len(e.token) for e in event.logprobs)
+        return [sse_event({**head, "choices": [choice]})]
 
     await _sse(request, events, render)
     return None

@@ -98,3 +98,18 @@ def test_utf8_decoder_table(pieces: list[bytes], decoded: list[str], flushed: st
     decoder = Utf8Decoder()
     assert [decoder.decode(p) for p in pieces] == decoded
     assert decoder.flush() == flushed
+
+
+@pytest.mark.parametrize("stops, pushes, matched", [
+    (("END",), ["a", "E", "ND"], "END"),
+    (("xyz", "b"), ["ab", "c"], "b"),
+    (("\nUser:", "User"), ["\nUs", "er:"], "User"),  # the one that ends first
+    (("END",), ["a", "b"], None),
+    ((), ["a"], None),
+])
+def test_matched_names_the_stop_that_cut_the_stream(stops: tuple[str, ...], pushes: list[str],
+                                                   matched: str | None) -> None:
+    matcher = StopMatcher(stops)
+    for text in pushes:
+        matcher.push(text)
+    assert matcher.matched == matched and matcher.stopped == (matched is not None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from corral.compiler.spec import RuntimeSpec
-from corral.engine.requests import Chunk, EmbedRequest, Embeddings, Final, GenerateRequest
+from corral.engine.requests import Chunk, EmbedRequest, Embeddings, Final, GenerateRequest, TokenLogprob, TopLogprob
 
 
 @dataclass
@@ -24,7 +24,9 @@ class ScriptedEngines:
 
     A generation yields `pieces` (one token each) and a Final with `done_reason`, the prompt
     statistics below and `eval_count = len(pieces)`; with `endless` it then waits until it is
-    closed. `fail_after` is raised after the first piece. An embedding is `vector` per input
+    closed. `fail_after` is raised after the first piece. A request for logprobs gets `logprob(i)`
+    for piece i, its top alternatives being the piece and then "alt1", "alt2"... each 1.0 lower;
+    `stop_sequence` is the Final's. An embedding is `vector` per input
     (scaled to unit length when the request asks for normalized vectors), `tokens_per_input` each.
     """
 
@@ -38,6 +40,7 @@ class ScriptedEngines:
     tokens_per_input: int = 2
     endless: bool = False
     fail_after: Exception | None = None
+    stop_sequence: str | None = None
 
     requests: list[GenerateRequest] = field(default_factory=list)
     embedded: list[EmbedRequest] = field(default_factory=list)
@@ -52,7 +55,19 @@ class ScriptedEngines:
 
     def final(self, req: GenerateRequest) -> Final:
         return Final(req.id, self.done_reason, self.prompt_eval_count, self.prompt_eval_duration,
-                     len(self.pieces), self.eval_duration)
+                     len(self.pieces), self.eval_duration, stop_sequence=self.stop_sequence)
+
+    @staticmethod
+    def logprob(i: int) -> float:
+        return -0.5 * i
+
+    def logprobs(self, req: GenerateRequest, i: int) -> tuple[TokenLogprob, ...]:
+        if not req.logprobs:
+            return ()
+        piece, value = self.pieces[i], self.logprob(i)
+        alternatives = [(piece, value)] + [(f"alt{j}", value - j) for j in range(1, req.top_logprobs)]
+        top = tuple(TopLogprob(t, v, tuple(t.encode())) for t, v in alternatives[: req.top_logprobs])
+        return (TokenLogprob(piece, value, tuple(piece.encode()), top),)
 
     def embedding(self, normalize: bool) -> tuple[float, ...]:
         if not normalize:
@@ -81,7 +96,7 @@ class ScriptedEngine:
         done = False
         try:
             for i, piece in enumerate(script.pieces):
-                yield Chunk(req.id, piece)
+                yield Chunk(req.id, piece, script.logprobs(req, i))
                 if i == 0 and script.fail_after is not None:
                     raise script.fail_after
             if script.endless:
