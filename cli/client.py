@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, TypedDict
@@ -165,6 +166,25 @@ def base_url(host: str | None = None) -> str:
     return f"{scheme}://{name}:{port}"
 
 
+def trusted_certificates() -> ssl.SSLContext | bool:
+    """What an https:// server's certificate is checked against: CORRAL_CA_CERT, else the system's CAs."""
+    from pydantic import ValidationError
+
+    from corral.config.settings import Settings
+
+    try:
+        ca = Settings().ca_cert
+    except ValidationError:
+        return True
+    if ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as e:
+        raise ClientError(f"CORRAL_CA_CERT: {ca.name} cannot be read as PEM certificates ({e.strerror or e})",
+                          hint="point CORRAL_CA_CERT at the server's certificate file (PEM)") from None
+
+
 def configured_api_key() -> str | None:
     """CORRAL_API_KEY (Settings.api_key): what every client sends when not given a key."""
     from pydantic import ValidationError
@@ -198,7 +218,7 @@ class Client:
         self.url = base_url(host)
         key = api_key if api_key is not None else configured_api_key()
         self._http = httpx.Client(
-            base_url=self.url, transport=transport, trust_env=False,
+            base_url=self.url, transport=transport, trust_env=False, verify=trusted_certificates(),
             headers={"Authorization": f"Bearer {key}"} if key else None,
             timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=60.0, pool=60.0),
         )
@@ -234,6 +254,7 @@ class Client:
             finally:
                 response.close()
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            self._refuse_untrusted(e)
             raise ServerUnreachableError(self.url) from e
         except httpx.TimeoutException as e:
             raise ClientError(f"the server at {self.url} did not answer in time") from e
@@ -257,12 +278,24 @@ class Client:
                     raise ServerError(response.status_code, str(item["error"]))
                 yield item
 
+    def _refuse_untrusted(self, error: BaseException) -> None:
+        """A server that answers with a certificate this machine does not trust is not "no server":
+        the CLI would otherwise start its own engine and hide the problem."""
+        seen: BaseException | None = error
+        while seen is not None:
+            if isinstance(seen, ssl.SSLCertVerificationError):
+                raise ClientError(f"the server at {self.url} has a certificate this machine does not trust "
+                                  f"({seen.verify_message})",
+                                  "set CORRAL_CA_CERT to the server's certificate (PEM)") from error
+            seen = seen.__cause__ or seen.__context__
+
     # -- the API ----------------------------------------------------------------------------------
     def is_running(self) -> bool:
         """True when a server answers `GET /` at once (`running_server` asks it)."""
         try:
             response = self._http.get("/", timeout=httpx.Timeout(PROBE_TIMEOUT))
-        except httpx.HTTPError:
+        except httpx.HTTPError as e:
+            self._refuse_untrusted(e)
             return False
         return response.status_code == 200
 

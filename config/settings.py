@@ -215,6 +215,11 @@ class Settings(BaseSettings):
         default=None,
         description="The PEM private key of CORRAL_TLS_CERT (CORRAL_TLS_KEY, or `--tls-key`).",
     )
+    ca_cert: Path | None = Field(
+        default=None,
+        description="A PEM certificate (or bundle) the `corral` command trusts for an `https://` CORRAL_HOST "
+        "(CORRAL_CA_CERT): a server with a self-signed or private-CA certificate.",
+    )
 
     @field_validator("host", mode="before")
     @classmethod

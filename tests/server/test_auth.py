@@ -288,6 +288,14 @@ def test_serve_speaks_https_with_a_certificate_and_a_key(tmp_path):
             httpx.get(f"{url}/api/version", timeout=5)
         with pytest.raises(httpx.RemoteProtocolError):  # plain http on the TLS port
             httpx.get(f"http://127.0.0.1:{port}/api/version", timeout=5)
+        cli = {**env, "CORRAL_HOST": url, "CORRAL_API_KEY": "corral_test_key"}
+        listed = subprocess.run([sys.executable, "-m", "corral.cli.main", "list"], capture_output=True, text=True,
+                                env={**cli, "CORRAL_CA_CERT": str(cert)}, timeout=60)
+        assert (listed.returncode, listed.stderr) == (0, ""), listed.stderr
+        untrusted = subprocess.run([sys.executable, "-m", "corral.cli.main", "list"], capture_output=True,
+                                   text=True, env=cli, timeout=60)
+        assert untrusted.returncode != 0 and "certificate" in untrusted.stderr.lower(), untrusted.stderr
+        assert "Traceback" not in untrusted.stderr
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
