@@ -66,6 +66,9 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
     template = _template(d, base, info)
     stop = _stops(params, template, info)
     num_ctx = int(params.get("num_ctx") or min(options.default_num_ctx, info.context_length or options.default_num_ctx))
+    clamped = _clamped_num_ctx(num_ctx, info.context_length)
+    if clamped is not None:
+        num_ctx = clamped[0]
     def planned(slots: int):
         return plan_memory(info, options.inventory, num_ctx=num_ctx, num_parallel=slots,
                            num_batch=int(params.get("num_batch", 512)), num_gpu=int(params.get("num_gpu", -1)),
@@ -73,6 +76,8 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
                            max_sequences=options.num_parallel or None)  # an explicit cap, else the pool's
 
     plan = planned(options.num_parallel) if options.num_parallel > 0 else _auto_slots(planned, options)
+    if clamped is not None:
+        plan = plan.model_copy(update={"reasons": (clamped[1], *plan.reasons)})
     load = LoadOptions(
         num_ctx=num_ctx, num_batch=int(params.get("num_batch", 512)), num_parallel=plan.num_parallel,
         num_thread=int(params.get("num_thread", 0)), use_mmap=bool(params.get("use_mmap", True)),
@@ -88,6 +93,18 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
         licenses=(base.licenses if base else ()) + tuple(x.value for x in d.licenses),
         requires=d.requires.value if d.requires else None, source=source, parser=_parser(d),
     )
+
+
+def _clamped_num_ctx(num_ctx: int, trained: int | None) -> tuple[int, str] | None:
+    """(the trained length, why) when `num_ctx` asks for more than the model was trained on.
+
+    llama.cpp would allocate it, but positions past training are untrained (Corral sets no RoPE
+    scaling), so Ollama clamps to the trained length; so does Corral, saying so in the plan.
+    """
+    if not trained or num_ctx <= trained:
+        return None
+    return trained, (f"num_ctx {num_ctx} is longer than the {trained} tokens the model was trained on; "
+                     f"clamped to {trained}")
 
 
 def _parser(d: ModelDefinition) -> str | None:

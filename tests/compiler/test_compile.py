@@ -130,6 +130,14 @@ def test_num_ctx_defaults_to_4096_capped_by_the_training_context(folder):
     assert compile_text("FROM ./tiny.gguf", folder).load.num_ctx == 512  # TinyLlama trains at 512
 
 
+@pytest.mark.parametrize("asked, loaded", [(256, 256), (512, 512), (513, 512), (1 << 20, 512)])
+def test_num_ctx_is_clamped_to_the_training_context_with_a_reason(folder, asked, loaded):
+    spec = compile_text(f"FROM ./tiny.gguf\nPARAMETER num_ctx {asked}", folder)  # TinyLlama trains at 512
+    assert (spec.load.num_ctx, spec.plan.num_ctx) == (loaded, loaded)
+    clamp = f"num_ctx {asked} is longer than the 512 tokens the model was trained on; clamped to 512"
+    assert (clamp in spec.plan.reasons) == (asked > 512)
+
+
 def test_digests_tell_a_spec_change_from_a_reload(folder):
     a = compile_text("FROM ./tiny.gguf\nSYSTEM a", folder)
     again = compile_text("FROM ./tiny.gguf\nSYSTEM a", folder)
