@@ -20,7 +20,7 @@ from corral.compiler.errors import CompileError, GGUFError, WeightsError
 from corral.compiler.gguf.check import check_gguf
 from corral.compiler.gguf.info import ModelInfo, model_info_from_header, read_split_info, split_count
 from corral.machine.gpus import GpuInventory
-from corral.compiler.plan import plan_memory
+from corral.compiler.plan import plan_memory, vision_allowance
 from corral.compiler.resolve import (DIGEST, SHARD_NAME, ModelResolver, ParentModel, expand, find_weights,
                                      looks_like_path, resolve_model, weights_ref)
 from corral.compiler.spec import (THINKING_PARSERS, ChatMessage, LoadOptions, ModelSummary, RuntimeSpec,
@@ -59,6 +59,9 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
     base, weights_path, weights = _resolve_from(d, base_dir, resolver)
     info, splits = _model_info(weights_path, base, resolver, d.from_.span)
     adapters = (base.adapters if base else ()) + tuple(_adapter(a.value, a.span, base_dir) for a in d.adapters)
+    projector = (_adapter(d.projector.value, d.projector.span, base_dir, "PROJECTOR") if d.projector is not None
+                 else base.projector if base else None)
+    vision = _vision_bytes(projector) if projector is not None else 0
 
     params: dict[str, ParamValue] = dict(base.parameters) if base else {}
     params.update({p.name: p.value for p in d.parameters})
@@ -73,7 +76,8 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
         return plan_memory(info, options.inventory, num_ctx=num_ctx, num_parallel=slots,
                            num_batch=int(params.get("num_batch", 512)), num_gpu=int(params.get("num_gpu", -1)),
                            main_gpu=_opt_int(params.get("main_gpu")),
-                           max_sequences=options.num_parallel or None)  # an explicit cap, else the pool's
+                           max_sequences=options.num_parallel or None,  # an explicit cap, else the pool's
+                           vision_bytes=vision)
 
     plan = planned(options.num_parallel) if options.num_parallel > 0 else _auto_slots(planned, options)
     if clamped is not None:
@@ -92,6 +96,7 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
         load=load, plan=plan,
         licenses=(base.licenses if base else ()) + tuple(x.value for x in d.licenses),
         requires=d.requires.value if d.requires else None, source=source, parser=_parser(d),
+        projector=projector,
     )
 
 
@@ -196,13 +201,24 @@ def _find_splits(first: Path, count: int, base: ParentModel | None, resolver: Mo
     return tuple(shards)
 
 
-def _adapter(value: str, span: Span | None, base_dir: Path) -> WeightsRef:
-    path = find_weights(expand(value, base_dir), span, what="ADAPTER")
+def _adapter(value: str, span: Span | None, base_dir: Path, what: str = "ADAPTER") -> WeightsRef:
+    path = find_weights(expand(value, base_dir), span, what=what)
     try:
         check_gguf(path)
     except GGUFError as e:
         raise GGUFError(e.message, span, e.hint) from None
     return weights_ref(path.resolve())
+
+
+def _vision_bytes(projector: WeightsRef) -> int:
+    """The projector file and the allowance for encoding one image (compiler/plan.py)."""
+    meta = check_gguf(projector.path).metadata
+
+    def num(key: str) -> int:
+        value = meta.get(f"clip.vision.{key}")
+        return value if isinstance(value, int) else 0
+    return projector.size + vision_allowance(num("image_size"), num("patch_size"), num("embedding_length"),
+                                             num("attention.head_count"))
 
 
 def _template(d: ModelDefinition, base: ParentModel | None, info: ModelInfo) -> TemplateSpec:

@@ -22,6 +22,11 @@ The plan mirrors what llama.cpp will do with it, so the numbers can be checked a
   512-8192, n_batch 128-512) and Gemma 3 it lands between 0.1% below and 2% above the "compute
   buffer size" llama.cpp logs on the CPU. Every GPU holding a layer gets one; the CPU gets one
   too when it runs any layer, else only small host buffers, plus the logits output buffer.
+* **Vision.** A model with a projector (mmproj) holds it beside the weights, where the layers
+  run (on the GPU its room is kept on every GPU used, as part of the reserve), plus an allowance
+  for encoding one image: `4 x patches x (8e + patches x h)` bytes with the projector's own
+  patches, embedding length and heads (`vision_allowance`). The image's tokens take KV cells from
+  the pool like text tokens, so num_ctx covers them.
 * **Reserve.** Each GPU keeps 457 MiB back (Ollama's CUDA minimum) for the CUDA context, cuBLAS
   workspaces and fragmentation.
 
@@ -102,6 +107,7 @@ class MemoryPlan(BaseModel):
     num_batch: int
     kv_cache_type: str
     max_sequences: int = 0  # sequences running in the pool at once; 0: num_parallel
+    vision_bytes: int = 0  # the projector and one image's encoding (models that see images)
     fits: bool = True  # False only when an explicit num_gpu asks for more than the GPUs have free
     reasons: tuple[str, ...] = ()
 
@@ -210,12 +216,14 @@ def plan_memory(
     kv_cache_type: str = "f16",
     reserve_bytes: int = GPU_RESERVE_BYTES,
     max_sequences: int | None = None,
+    vision_bytes: int = 0,
 ) -> MemoryPlan:
     """Plan where `info`'s weights, KV cache and compute buffers go on `inventory`'s GPUs.
 
     num_gpu: -1 = as many layers as fit, 0 = CPU only, N = exactly N layers (llama.cpp counting).
     main_gpu: pin the model to this one GPU. reserve_bytes: kept free on every GPU used.
     max_sequences: sequences sharing the KV pool; None: MAX_SEQUENCES, fewer in a small pool.
+    vision_bytes: the projector and its image allowance (see the module docstring), 0 for none.
     Raises CompileError for an unknown main_gpu or kv_cache_type; ValueError for sizes below 1.
     """
     for name, value in (("num_ctx", num_ctx), ("num_parallel", num_parallel), ("num_batch", num_batch)):
@@ -229,7 +237,10 @@ def plan_memory(
     sequences = max_sequences or pool_sequences(cells, num_parallel)
     costs = _costs(info, cells, min(num_batch, cells), sequences, KV_TYPE_BYTES[kv_cache_type])
     reasons = _notes(info, num_ctx, kv_cache_type)
-    chosen = _choose(info, inventory, costs, num_gpu, main_gpu, reserve_bytes, reasons)
+    chosen = _choose(info, inventory, costs, num_gpu, main_gpu, reserve_bytes + vision_bytes, reasons)
+    if vision_bytes:
+        where = "each GPU used" if chosen.ngl else "the CPU"
+        reasons.append(f"projector and one image: {vision_bytes / MiB:.0f} MiB, kept on {where}")
 
     devices = chosen.device_plans()
     weights, kv = chosen.cpu_weights + sum(chosen.weights), sum(costs.layer_kv)
@@ -243,11 +254,11 @@ def plan_memory(
         tensor_split=tuple(round(used.get(d.index, 0.0), 4) for d in inventory.devices) if chosen.ngl else None,
         main_gpu=chosen.devices[0].index if chosen.ngl and len(chosen.devices) == 1 else None,
         devices=devices,
-        cpu_bytes=chosen.cpu_bytes,
+        cpu_bytes=chosen.cpu_bytes + (0 if chosen.ngl else vision_bytes),
         weights_bytes=weights,
         kv_bytes=kv,
         compute_bytes=compute,
-        total_bytes=weights + kv + compute,
+        total_bytes=weights + kv + compute + vision_bytes,
         n_ctx=cells,
         num_ctx=num_ctx,
         num_parallel=num_parallel,
@@ -256,7 +267,14 @@ def plan_memory(
         max_sequences=sequences,
         fits=chosen.fits,
         reasons=tuple(reasons),
+        vision_bytes=vision_bytes,
     )
+
+
+def vision_allowance(image_size: int, patch_size: int, embedding_length: int, head_count: int) -> int:
+    """Bytes to encode one image with a projector of these sizes: activations and attention scores."""
+    patches = (image_size // max(patch_size, 1)) ** 2
+    return 4 * patches * (8 * embedding_length + patches * max(head_count, 1))
 
 
 def pool_sequences(cells: int, num_parallel: int) -> int:

@@ -28,6 +28,7 @@ class ParentModel:
     name: str
     weights: WeightsRef
     adapters: tuple[WeightsRef, ...] = ()
+    projector: WeightsRef | None = None  # a multimodal projector (mmproj) GGUF
     splits: tuple[WeightsRef, ...] = ()  # a split GGUF's further shards, in order
     template: str | None = None
     system: str | None = None

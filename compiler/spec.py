@@ -98,6 +98,7 @@ class RuntimeSpec(_Frozen):
     requires: str | None
     source: str | None  # the definition file it was compiled from, if any
     parser: str | None = None  # the definition's PARSER (one of THINKING_PARSERS), if any
+    projector: WeightsRef | None = None  # a multimodal projector (mmproj) GGUF: the model sees images
 
     @property
     def weight_files(self) -> tuple[WeightsRef, ...]:
@@ -113,6 +114,10 @@ class RuntimeSpec(_Frozen):
             del data["splits"]
         if data.get("parser") is None:  # likewise a spec without a PARSER
             data.pop("parser", None)
+        if data.get("projector") is None:  # and a model without a projector (nor room for images)
+            data.pop("projector", None)
+            if not data["plan"].get("vision_bytes"):
+                data["plan"].pop("vision_bytes", None)
         return _digest(data)
 
     @property
@@ -123,6 +128,8 @@ class RuntimeSpec(_Frozen):
                 "load": self.load.model_dump(mode="json")}
         if self.splits:
             data["splits"] = [s.model_dump(mode="json") for s in self.splits]
+        if self.projector is not None:
+            data["projector"] = self.projector.model_dump(mode="json")
         return _digest(data)
 
 

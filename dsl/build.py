@@ -42,6 +42,7 @@ class Builder:
         self._params: dict[str, Parameter] = {}
         self._texts: dict[str, Text] = {}
         self._adapters: list[Text] = []
+        self._projector: Text | None = None
         self._licenses: list[Text] = []
         self._messages: list[Message] = []
         # Set when a FROM was written but broken, so "no FROM" is not reported on top of it.
@@ -95,6 +96,14 @@ class Builder:
         text = self._text(value, span, comments)
         if text is not None:
             self._adapters.append(text)
+
+    def set_projector(self, value: str, span: Span, comments: tuple[str, ...] = ()) -> None:
+        if not value.strip():
+            self.error("PROJECTOR needs a value", span, "name a multimodal projector (mmproj) GGUF file")
+            return
+        if self._projector is not None:
+            self.warn("PROJECTOR given more than once; the last one is used", span)
+        self._projector = self._text(value, span, comments)
 
     def add_license(self, value: str, span: Span, comments: tuple[str, ...] = ()) -> None:
         text = self._text(value, span, comments)
@@ -164,7 +173,7 @@ class Builder:
             from_=self._from, parameters=tuple(self._params.values()),
             template=t.get("template"), system=t.get("system"), requires=t.get("requires"),
             draft=t.get("draft"), renderer=t.get("renderer"), parser=t.get("parser"),
-            adapters=tuple(self._adapters), licenses=tuple(self._licenses),
+            adapters=tuple(self._adapters), projector=self._projector, licenses=tuple(self._licenses),
             messages=tuple(self._messages), trailing_comments=trailing_comments,
         )
         return Parsed(definition, tuple(ordered), self.path, self.syntax)

@@ -1,6 +1,6 @@
 """The IR -> canonical Modelfile text.
 
-Canonical form: commands upper-case in a fixed order (FROM, ADAPTER, PARAMETER in given order,
+Canonical form: commands upper-case in a fixed order (FROM, ADAPTER, PROJECTOR, PARAMETER in given order,
 TEMPLATE, SYSTEM, MESSAGE, LICENSE, REQUIRES, then the commands Corral keeps but does not act on),
 comments kept with the command they precede, and each value written in the plainest spelling that
 parses back to the same text: bare, then (for one line) "…", then \"\"\"…\"\"\".
@@ -55,6 +55,8 @@ def format_modelfile(d: ModelDefinition) -> str:
     emit(d.from_, f"FROM {quote(d.from_.value)}")
     for a in d.adapters:
         emit(a, f"ADAPTER {quote(a.value)}")
+    if d.projector is not None:
+        emit(d.projector, f"PROJECTOR {quote(d.projector.value)}")
     for p in d.parameters:
         if isinstance(p.value, tuple):
             lines = [f"PARAMETER {p.name} {quote(s)}" for s in p.value]

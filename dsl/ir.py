@@ -87,6 +87,7 @@ class ModelDefinition(Node):
     template: Text | None = None
     system: Text | None = None
     adapters: tuple[Text, ...] = ()
+    projector: Text | None = None  # a multimodal projector (mmproj) GGUF: the model sees images
     licenses: tuple[Text, ...] = ()
     messages: tuple[Message, ...] = ()
     requires: Text | None = None

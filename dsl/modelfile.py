@@ -38,6 +38,8 @@ def _apply(b: Builder, st: Statement) -> None:
         b.add_message(st.argument, st.value, st.argument_span, st.span, st.comments)
     elif kw == "ADAPTER":
         b.add_adapter(st.value, st.value_span, st.comments)
+    elif kw == "PROJECTOR":
+        b.set_projector(st.value, st.value_span, st.comments)
     elif kw == "LICENSE":
         b.add_license(st.value, st.value_span, st.comments)
     else:

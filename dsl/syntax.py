@@ -18,7 +18,7 @@ from corral import grammars
 from corral.dsl.errors import Diagnostic, did_you_mean
 from corral.dsl.span import Span
 
-COMMANDS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE",
+COMMANDS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "PROJECTOR", "LICENSE", "MESSAGE",
             "REQUIRES", "DRAFT", "RENDERER", "PARSER")
 _MAX_ERRORS = 50
 

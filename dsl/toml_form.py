@@ -27,7 +27,7 @@ from corral.dsl.span import Span
 from corral.dsl.toml_locate import KeyPath, Locations
 
 _TEXT_KEYS = ("system", "template", "requires", "draft", "renderer", "parser")
-KEYS = ("from", "adapters", "parameters", "template", "system", "messages", "license", "requires",
+KEYS = ("from", "adapters", "projector", "parameters", "template", "system", "messages", "license", "requires",
         "draft", "renderer", "parser")
 # tomllib's errors carry their position only in the message text (Python 3.11 has no attributes).
 _AT = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -81,6 +81,9 @@ class _Reader:
             elif key == "adapters":
                 for i, s in enumerate(self.strings(k, value)):
                     b.add_adapter(s, self.span(k), self.comments(k, i))
+            elif key == "projector":
+                if (s := self.string(k, value)) is not None:
+                    b.set_projector(s, self.span(k), self.where.comments(k))
             elif key == "license":
                 for i, s in enumerate(self.strings(k, value)):
                     b.add_license(s, self.span(k), self.comments(k, i))
@@ -152,6 +155,8 @@ def format_toml(d: ModelDefinition) -> str:
     _add(doc, "from", d.from_, _string(d.from_.value))
     if d.adapters:
         _add(doc, "adapters", None, _strings([a.value for a in d.adapters], [a.comments for a in d.adapters]))
+    if d.projector is not None:
+        _add(doc, "projector", d.projector, _string(d.projector.value))
     for key in ("template", "system"):
         node = getattr(d, key)
         if node is not None:

@@ -36,6 +36,7 @@ class StoredParts:
     messages: list[dict[str, str]]
     licenses: tuple[str, ...]
     parser: str | None = None  # the config's PARSER, when it names a format Corral parses
+    projector: Layer | None = None  # a multimodal projector (mmproj): the model sees images
 
     @property
     def model(self) -> Layer:
@@ -70,6 +71,7 @@ def read_parts(store: Store, manifest: Manifest, name: str) -> StoredParts:
         messages=[m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else [],
         licenses=tuple(text(layer) for layer in manifest.layers_of(MediaType.LICENSE)),
         parser=_config_parser(store, manifest),
+        projector=(manifest.layers_of(MediaType.PROJECTOR) or [None])[-1],
     )
 
 
@@ -99,6 +101,7 @@ def definition_of(store: Store, parts: StoredParts) -> ModelDefinition:
     return ModelDefinition(
         from_=Text(value=str(store.blob_path(parts.model.digest))),
         adapters=tuple(Text(value=str(store.blob_path(a.digest))) for a in parts.adapters),
+        projector=Text(value=str(store.blob_path(parts.projector.digest))) if parts.projector else None,
         parameters=tuple(params),
         template=Text(value=parts.template) if parts.template is not None else None,
         system=Text(value=parts.system) if parts.system else None,
@@ -117,6 +120,8 @@ def base_model(store: Store, parts: StoredParts, name: str) -> ParentModel:
         weights=weights_ref(store.blob_path(parts.model.digest), str(parts.model.digest)),
         splits=tuple(weights_ref(store.blob_path(m.digest), str(m.digest)) for m in parts.models[1:]),
         adapters=tuple(weights_ref(store.blob_path(a.digest), str(a.digest)) for a in parts.adapters),
+        projector=(weights_ref(store.blob_path(parts.projector.digest), str(parts.projector.digest))
+                   if parts.projector else None),
         template=parts.template, system=parts.system, parameters=d.parameter_dict(),
         messages=tuple(ChatMessage(role=m.role, content=m.content) for m in d.messages),
         licenses=parts.licenses,
