@@ -171,6 +171,8 @@ async def show(request: Request) -> HTTPResponse:
         "system": body.system if body.system is not None else info.system,
         "details": info.details, "model_info": info.model_info, "tensors": info.tensors,
         "capabilities": info.capabilities, "modified_at": rfc3339nano(info.modified_at), "error": info.error,
+        # the definition's PARSER and REQUIRES, under the names Ollama's show gives them
+        "parser": info.spec.parser if info.spec else None, "requires": info.spec.requires if info.spec else None,
     }
     if info.messages:
         out["messages"] = info.messages
@@ -215,6 +217,9 @@ async def create(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, CreateBody)
     if not body.from_ and not body.files:
         raise BadRequestError("neither 'from' or 'files' was specified")
+    if body.remote_host:  # Ollama's proxy to a model on another server; Corral serves only what it holds
+        raise BadRequestError("remote_host: Corral does not serve remote models; pull the model and create "
+                              "from it instead", param="remote_host")
     if body.adapters and len(body.adapters) > 1:
         raise BadRequestError("only one adapter is currently supported", param="adapters")
     for field, files in (("files", body.files), ("adapters", body.adapters)):
@@ -222,7 +227,7 @@ async def create(request: Request) -> HTTPResponse | None:
             if filename.startswith("/") or ".." in filename.replace("\\", "/").split("/"):
                 raise BadRequestError("file path must be relative", param=field)
             parse_digest(digest)
-    fields = body.model_dump(by_alias=True, exclude_none=True, exclude={"model", "stream", "insecure"})
+    fields = body.model_dump(by_alias=True, exclude_none=True, exclude={"model", "stream", "insecure", "remote_host"})
     if body.from_ and not body.files:
         _check_from(body.from_)
     updates = _create_progress(request.app.ctx, body.model, fields, body.insecure)

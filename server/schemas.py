@@ -334,6 +334,10 @@ class CreateBody(_Body):
     license: Annotated[list[str] | None, BeforeValidator(_license)] = None
     parameters: dict[str, Any] | None = None
     messages: list[CreateMessage] | None = None
+    requires: str | None = None
+    parser: str | None = None
+    renderer: str | None = None
+    remote_host: str | None = None  # refused: a model served by another host (models_api.create)
     quantize: str | None = None
     insecure: bool = False  # Corral's: a `from` model pulled from a plain-http registry
     stream: bool = True

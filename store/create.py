@@ -151,7 +151,7 @@ __all__ = ["Created", "Fetch", "StoreError", "StoreResolver", "copy_model", "cre
 def create_from_request(store: Store, models: object, name: str, fields: dict,
                         progress: Callable[..., None] | None = None, fetch: Fetch | None = None) -> Created:
     """/api/create with Ollama's current request shape (from, files, adapters, template, system,
-    parameters, messages, license, requires): the same validation and compile as a definition file;
+    parameters, messages, license, requires, parser, renderer): the same validation and compile as a definition file;
     `fetch` brings a `from` model the store lacks."""
     from corral.dsl.build import Builder
     from corral.dsl.span import Span
@@ -176,7 +176,7 @@ def create_from_request(store: Store, models: object, name: str, fields: dict,
             b.add_adapter(str(store.blob_path(digest)), where)
         else:
             b.error(f"adapters: blob {digest} is not in the store", where, "upload it with POST /api/blobs first")
-    for key in ("template", "system", "requires"):
+    for key in ("template", "system", "requires", "parser", "renderer"):
         value = fields.get(key)
         if value is not None:
             if isinstance(value, str):
