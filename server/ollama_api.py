@@ -176,6 +176,6 @@ async def embeddings(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
     inputs = [body.prompt] if body.prompt else []
     result = await inference.embed(ctx.scheduler, ctx.models, body.model, inputs, truncate=True,
-                                   normalize=False, keep_alive=body.keep_alive)
+                                   normalize=False, keep_alive=body.keep_alive, options=body.options)
     count(request, result.prompt_eval_count)
     return json_response({"embedding": result.vectors[0] if result.vectors else []})
