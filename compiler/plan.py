@@ -136,8 +136,10 @@ class MemoryPlan(BaseModel):
             ("KV pool", f"{self.n_ctx} cells shared by up to {self.sequences} sequences; holds "
                         f"{self.n_ctx // self.num_ctx} of the full {self.num_ctx} tokens"),
             ("compute", human_bytes(self.compute_bytes)),
-            ("total", human_bytes(self.total_bytes)),
         ]
+        if self.vision_bytes:
+            rows.append(("vision", f"{human_bytes(self.vision_bytes)} (the projector and one image)"))
+        rows.append(("total", human_bytes(self.total_bytes)))
         return rows
 
 

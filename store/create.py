@@ -105,6 +105,8 @@ def create_model(store: Store, name: str, definition: ModelDefinition, *, base_d
         blob_file(weights.path, weights.digest, MediaType.MODEL)
     for adapter in spec.adapters:
         blob_file(adapter.path, adapter.digest, MediaType.ADAPTER)
+    if spec.projector is not None:
+        blob_file(spec.projector.path, spec.projector.digest, MediaType.PROJECTOR)
     if spec.template.origin in ("definition", "base"):
         blob_text(spec.template.source.encode(), MediaType.TEMPLATE)
     if spec.system:
