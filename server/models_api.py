@@ -36,6 +36,7 @@ from corral.compiler.resolve import DIGEST, looks_like_path
 from corral.store.names import is_valid_name, parse as parse_name, parse_digest
 from corral.server.errors import BadRequestError, native_body
 from corral.server.guard import visible
+from corral.sources.describe import parameters_text
 from corral.runtime.scheduler import cpu_reason
 from corral.server.metrics import processor
 from corral.server.schemas import CopyBody, CreateBody, DeleteBody, ShowBody, TransferBody, parse_body
@@ -165,8 +166,13 @@ async def show(request: Request) -> HTTPResponse:
     and `error` says why a library model's latest edit is not the version described."""
     body = parse_body(request.body, ShowBody)
     info = await asyncio.to_thread(partial(request.app.ctx.models.show, body.model, verbose=body.verbose))
+    parameters = info.parameters
+    if body.options and info.spec is not None:  # Ollama shows a request's options merged into the model's
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in body.options.items()}
+        merged = {**info.spec.parameters, **given}
+        parameters = parameters_text(info.spec.model_copy(update={"parameters": merged}))
     out: dict[str, Any] = {
-        "license": info.license, "modelfile": info.modelfile, "parameters": info.parameters,
+        "license": info.license, "modelfile": info.modelfile, "parameters": parameters,
         "template": info.template, "template_jinja": info.template_jinja,
         "system": body.system if body.system is not None else info.system,
         "details": info.details, "model_info": info.model_info, "tensors": info.tensors,

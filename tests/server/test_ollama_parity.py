@@ -160,3 +160,12 @@ def test_create_refuses_a_remote_model_instead_of_copying_the_local_one(fake):
 @pytest.mark.parametrize("path", ["/v1/audio/transcriptions", "/v1/images/generations", "/api/experimental/web_search"])
 def test_routes_corral_does_not_serve_answer_404(fake, path):
     assert fake.client.post(path, json={"model": "smol"}).status_code == 404
+
+
+def test_show_lists_a_requests_options_among_the_parameters_as_ollama_does(fake):
+    shown = fake.client.post("/api/show", json={"model": "smol", "options": {"temperature": 0.25, "stop": ["a", "b"]}})
+    assert shown.json()["parameters"].splitlines() == ['stop                           "a"',
+                                                        'stop                           "b"',
+                                                        "temperature                    0.25"]
+    plain = fake.client.post("/api/show", json={"model": "smol"}).json()["parameters"]
+    assert plain == 'stop                           "<|im_end|>"'
