@@ -43,6 +43,9 @@ class Sampling:
         return cls(**merged)  # type: ignore[arg-type]
 
 
+MEDIA_MARKER = "<__media__>"  # mtmd_default_marker(): where an image goes in a rendered prompt
+
+
 @dataclass(frozen=True, slots=True)
 class GenerateRequest:
     """Generate from an already-rendered prompt."""
@@ -57,6 +60,7 @@ class GenerateRequest:
     shift: bool = True  # at num_ctx, drop the oldest tokens after num_keep and go on; False: stop ("length")
     logprobs: bool = False  # each Chunk carries its tokens' log-probabilities
     top_logprobs: int = 0  # and the most likely alternatives at each position (0..20)
+    images: tuple[bytes, ...] = ()  # image files (PNG, JPEG, ...), one per MEDIA_MARKER in the prompt
 
 
 @dataclass(frozen=True, slots=True)

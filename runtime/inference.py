@@ -15,6 +15,8 @@ early (a client that went away, Ctrl-C) closes the engine's iterator and returns
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import secrets
 import time
@@ -26,7 +28,8 @@ from corral.compiler.spec import RuntimeSpec
 from corral.compiler.fim import fim_tokens
 from corral.compiler.variant import load_variant, requested
 from corral.engine.errors import EngineError
-from corral.engine.requests import EmbedRequest, Embeddings, Final, GenerateRequest, Sampling, TokenLogprob
+from corral.engine.requests import (MEDIA_MARKER, EmbedRequest, Embeddings, Final, GenerateRequest, Sampling,
+                                    TokenLogprob)
 from corral.runtime import truncate
 from corral.runtime.errors import InvalidRequestError, UnsupportedRequestError
 from corral.runtime.scheduler import ModelSource, Scheduler
@@ -127,6 +130,7 @@ class Plan:
     want_context: bool = False  # the final event carries the context (Ollama's generate, unless raw)
     logprobs: bool = False  # text events carry their tokens' log-probabilities
     top_logprobs: int = 0  # with this many alternatives each
+    images: tuple[bytes, ...] = ()  # one per MEDIA_MARKER in the prompt, in order (models with a projector)
 
 
 @dataclass
@@ -180,9 +184,34 @@ def _think(spec: RuntimeSpec, think: bool | str | None) -> tuple[str | None, boo
 
 
 def _check_images(spec: RuntimeSpec, images: list[str] | None) -> None:
-    if images:
+    if images and spec.projector is None:
         raise UnsupportedRequestError(f'"{spec.name}" does not support images: it is a text-only model, '
                                       "so send the request without images")
+
+
+def _decoded(images: list[str] | None, where: str) -> list[bytes]:
+    """Base64 images as bytes (a data URL's prefix is tolerated, as Ollama does)."""
+    out = []
+    for i, text in enumerate(images or []):
+        try:
+            out.append(base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text,
+                                        validate=True))
+        except (binascii.Error, ValueError):
+            raise InvalidRequestError(f"{where}: image {i + 1} is not valid base64", param=where) from None
+    return out
+
+
+def _with_markers(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], tuple[bytes, ...]]:
+    """Messages with one MEDIA_MARKER per image before their text (where the chat template puts
+    the message, the images go), and the images in prompt order."""
+    out, images = [], []
+    for i, message in enumerate(messages):
+        found = _decoded(message.get("images"), f"messages[{i}].images")
+        if found:
+            message = {**message, "content": MEDIA_MARKER * len(found) + (message.get("content") or "")}
+            images.extend(found)
+        out.append(message)
+    return out, tuple(images)
 
 
 def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
@@ -191,6 +220,12 @@ def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
     thinking, think = _think(spec, chat.think)
     for message in chat.messages:
         _check_images(spec, message.get("images"))
+    images: tuple[bytes, ...] = ()
+    original = chat  # what truncation drops messages from (their images with them)
+    if spec.projector is not None:
+        rendered, images = _with_markers(chat.messages)
+        if images:
+            chat = replace(chat, messages=rendered)
     tools = chat.tools if chat.tools and chat.tool_choice != "none" else None
     fns = functions(tools) if tools else []
     forced = _forced(fns, chat.tool_choice) if tools else []
@@ -212,9 +247,9 @@ def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
         grammar = None
     sampling, stop = _sampling(spec, chat.options)
     return Plan(prompt, sampling, stop, grammar, [f["name"] for f in fns] if tools else None, thinking,
-                think is not False, chat.truncate, chat.shift, chat.messages,
-                lambda kept: plan_chat(spec, replace(chat, messages=kept)), requested(chat.options),
-                logprobs=chat.logprobs, top_logprobs=chat.top_logprobs)
+                think is not False, chat.truncate, chat.shift, original.messages,
+                lambda kept: plan_chat(spec, replace(original, messages=kept)), requested(chat.options),
+                logprobs=chat.logprobs, top_logprobs=chat.top_logprobs, images=images)
 
 
 def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -235,6 +270,9 @@ def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
 
     thinking, think = _think(spec, gen.think)
     _check_images(spec, gen.images)
+    images = tuple(_decoded(gen.images, "images")) if spec.projector is not None else ()
+    if images:  # before the prompt's text, as Ollama puts a generate request's images
+        gen = replace(gen, prompt=MEDIA_MARKER * len(images) + gen.prompt)
     if gen.suffix:
         fim = fim_tokens(spec.weights.path, spec.weights.size, spec.weights.mtime_ns)
         if fim is None:
@@ -248,7 +286,7 @@ def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
     return Plan(prompt, sampling, stop, format_grammar(gen.format), thinking=thinking,
                 show_thinking=think is not False, truncate=gen.truncate, shift=gen.shift,
                 load=requested(gen.options), context=gen.context, want_context=not gen.raw,
-                logprobs=gen.logprobs, top_logprobs=gen.top_logprobs)
+                logprobs=gen.logprobs, top_logprobs=gen.top_logprobs, images=images)
 
 
 Planner = Callable[[RuntimeSpec], Plan]
@@ -271,7 +309,7 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
                                   stop=plan.stop, grammar=plan.grammar,
                                   prompt_tokens=tuple(tokens) if tokens is not None else None, shift=plan.shift,
                                   logprobs=plan.logprobs or plan.top_logprobs > 0,
-                                  top_logprobs=plan.top_logprobs)
+                                  top_logprobs=plan.top_logprobs, images=plan.images)
         parser = ToolStream(plan.tool_names) if plan.tool_names is not None else None
         thinker = make_parser(plan.thinking, plan.prompt) if plan.thinking else None
         final: Final | None = None
