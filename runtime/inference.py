@@ -21,11 +21,15 @@ import logging
 import secrets
 import time
 from contextlib import aclosing
+from functools import lru_cache
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from corral.compiler.spec import RuntimeSpec
+from corral.compiler.capabilities import is_embedding
 from corral.compiler.fim import fim_tokens
+from corral.compiler.gguf.check import check_gguf
 from corral.compiler.variant import load_variant, requested
 from corral.engine.errors import EngineError
 from corral.engine.requests import (MEDIA_MARKER, EmbedRequest, Embeddings, Final, GenerateRequest, Sampling,
@@ -214,9 +218,23 @@ def _with_markers(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     return out, tuple(images)
 
 
+@lru_cache(maxsize=64)
+def _embeds_only(path: str, size: int, mtime_ns: int | None, architecture: str) -> bool:
+    return is_embedding(architecture, check_gguf(Path(path)).metadata)
+
+
+def _check_generates(spec: RuntimeSpec, route: str) -> None:
+    """An embedding model (its capability is `embedding`, not `completion`) cannot generate: refused
+    as Ollama refuses it, instead of failing in the engine. The header is read once per file version."""
+    w = spec.weights
+    if _embeds_only(str(w.path), w.size, w.mtime_ns, spec.model.architecture):
+        raise UnsupportedRequestError(f'"{spec.name}" does not support {route}')
+
+
 def plan_chat(spec: RuntimeSpec, chat: ChatInput) -> Plan:
     from corral.compiler.templates.prompt import chat_prompt
 
+    _check_generates(spec, "chat")
     thinking, think = _think(spec, chat.think)
     for message in chat.messages:
         _check_images(spec, message.get("images"))
@@ -268,6 +286,7 @@ def _forced(fns: list[dict[str, Any]], choice: str | Mapping[str, Any] | None) -
 def plan_generate(spec: RuntimeSpec, gen: GenerateInput) -> Plan:
     from corral.compiler.templates.prompt import generate_prompt
 
+    _check_generates(spec, "generate")
     thinking, think = _think(spec, gen.think)
     _check_images(spec, gen.images)
     images = tuple(_decoded(gen.images, "images")) if spec.projector is not None else ()

@@ -10,6 +10,11 @@ import json
 import pytest
 from ollama import _types as ollama_types
 
+from corral.dsl import parse_modelfile
+from corral.store.create import create_model
+from tests.ggufs import TinyLlama, write_tiny_llama
+from tests.specs import cpu_options
+
 CHAT = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}], "stream": False}
 METRICS = {"total_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"}
 
@@ -169,3 +174,30 @@ def test_show_lists_a_requests_options_among_the_parameters_as_ollama_does(fake)
                                                         "temperature                    0.25"]
     plain = fake.client.post("/api/show", json={"model": "smol"}).json()["parameters"]
     assert plain == 'stop                           "<|im_end|>"'
+
+
+@pytest.fixture
+def embedder(fake, tmp_path) -> str:
+    """An embedding model (a pooling type in its GGUF) in the fake server's store."""
+    write_tiny_llama(tmp_path / "embed.gguf", TinyLlama(pooling=1, name="Tiny Embed"))
+    definition = parse_modelfile("FROM ./embed.gguf\n", str(tmp_path / "embed.Modelfile")).definition
+    create_model(fake.store, "embedder", definition, base_dir=tmp_path, options=cpu_options(num_parallel=1))
+    return "embedder"
+
+
+@pytest.mark.parametrize("path, body, route", [
+    ("/api/chat", CHAT, "chat"),
+    ("/api/generate", {"prompt": "Hi", "stream": False}, "generate"),
+])
+def test_an_embedding_model_refuses_to_generate_as_in_ollama(fake, embedder, path, body, route):
+    r = fake.client.post(path, json={**body, "model": embedder})
+    assert r.status_code == 400
+    assert r.json() == {"error": f'"{embedder}:latest" does not support {route}'}
+    assert fake.engines.requests == []  # refused before it reached an engine
+    assert fake.client.post("/api/embed", json={"model": embedder, "input": "a"}).status_code == 200
+
+
+def test_an_embedding_model_refuses_v1_chat_in_openais_shape(fake, embedder):
+    r = fake.client.post("/v1/chat/completions", json={**CHAT, "model": embedder})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == f'"{embedder}:latest" does not support chat'
