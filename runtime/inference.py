@@ -451,6 +451,14 @@ async def load_or_unload(scheduler: Scheduler, models: ModelSource, name: str, k
     return "load"
 
 
+async def render_only(models: ModelSource, name: str, planner: Planner) -> tuple[str, int]:
+    """Ollama's `_debug_render_only`: the prompt a request would send (as rendered, before it is
+    fitted to num_ctx) and how many images it holds, without loading the model or generating."""
+    spec = await asyncio.to_thread(models.spec, name)
+    plan = await asyncio.to_thread(planner, spec)  # a template may run for its time cap: off the loop
+    return plan.prompt, len(plan.images)
+
+
 @dataclass(frozen=True)
 class EmbedResult:
     vectors: list[list[float]]

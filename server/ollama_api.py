@@ -87,6 +87,13 @@ def _context(done: Done) -> dict[str, Any]:
     return {"context": done.context} if done.context is not None else {}
 
 
+async def _rendered(request: Request, model: str, empty: dict[str, Any], planner: inference.Planner) -> HTTPResponse:
+    """Ollama's answer to `_debug_render_only`: the prompt the model would get, in `_debug_info`."""
+    prompt, images = await inference.render_only(request.app.ctx.models, model, planner)
+    return json_response({"model": model, "created_at": rfc3339nano(), **empty, "done": False,
+                          "_debug_info": {"rendered_template": prompt, "image_count": images}})
+
+
 async def generate(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, GenerateBody)
     ctx = request.app.ctx
@@ -98,6 +105,8 @@ async def generate(request: Request) -> HTTPResponse | None:
                         suffix=body.suffix, images=body.images, format=body.format, options=body.options,
                         think=body.think, truncate=body.truncate is not False, shift=body.shift is not False,
                         context=body.context, logprobs=body.logprobs, top_logprobs=body.top_logprobs)
+    if body.debug_render_only:
+        return await _rendered(request, body.model, {"response": ""}, lambda spec: inference.plan_generate(spec, job))
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
                                             lambda spec: inference.plan_generate(spec, job)))
 
@@ -132,6 +141,9 @@ async def chat(request: Request) -> HTTPResponse | None:
                     format=body.format, options=body.options, think=body.think,
                     truncate=body.truncate is not False, shift=body.shift is not False,
                     logprobs=body.logprobs, top_logprobs=body.top_logprobs)
+    if body.debug_render_only:
+        return await _rendered(request, body.model, {"message": {"role": "", "content": ""}},
+                               lambda spec: inference.plan_chat(spec, job))
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, body.keep_alive,
                                             lambda spec: inference.plan_chat(spec, job)))
 

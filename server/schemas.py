@@ -241,6 +241,8 @@ class _Inference(_Body):
     shift: bool | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, AfterValidator(_top_logprobs)] = 0
+    # Ollama's: answer the rendered prompt instead of generating (a leading _ is private to pydantic)
+    debug_render_only: bool = Field(default=False, alias="_debug_render_only")
 
 
 class GenerateBody(_Inference):

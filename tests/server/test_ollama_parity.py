@@ -201,3 +201,23 @@ def test_an_embedding_model_refuses_v1_chat_in_openais_shape(fake, embedder):
     r = fake.client.post("/v1/chat/completions", json={**CHAT, "model": embedder})
     assert r.status_code == 400
     assert r.json()["error"]["message"] == f'"{embedder}:latest" does not support chat'
+
+
+SMOL_PROMPT = ("<|im_start|>system\nYou are Smol.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+               "<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("path, body, empty", [
+    ("/api/generate", {"model": "smol", "prompt": "Hi"}, {"response": ""}),
+    ("/api/chat", {"model": "smol", "messages": [{"role": "user", "content": "Hi"}]},
+     {"message": {"role": "", "content": ""}}),
+])
+def test_debug_render_only_answers_the_prompt_without_generating(fake, path, body, empty):
+    r = fake.client.post(path, json={**body, "_debug_render_only": True})
+    answer = r.json()
+    assert r.status_code == 200 and answer.pop("created_at")
+    assert answer == {"model": "smol", **empty, "done": False,
+                      "_debug_info": {"rendered_template": SMOL_PROMPT, "image_count": 0}}
+    assert fake.engines.requests == [] and fake.engines.started == []  # nothing loaded, nothing generated
+    fake.client.post(path, json={**body, "stream": False})
+    assert [q.prompt for q in fake.engines.requests] == [SMOL_PROMPT]  # what a real request sends
