@@ -1,6 +1,7 @@
 """Context overflow with the real SmolLM2 (num_ctx 2048): a request shaped like Open WebUI's first
 chat (36 tool definitions and a long history, far over the window) is answered, old messages and
-then prompt tokens dropped as Ollama drops them; truncate false is a 400 that gives the numbers."""
+then prompt tokens dropped as Ollama drops them; truncate false is a 400 that gives the numbers;
+a generation with shift false stops when the window is full."""
 
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ def test_an_open_webui_shaped_chat_over_num_ctx_is_answered(server, caplog):
     assert reply.done and reply.done_reason in ("stop", "length")
     assert reply.message.content or reply.message.tool_calls
     assert 0 < reply.prompt_eval_count <= 2048 - 8
+    # the tools alone are over the window: after the messages, the prompt's tokens were cut
+    assert any(r.levelname == "WARNING" and r.getMessage().startswith("truncating the prompt from ")
+               for r in caplog.records)
 
 
 def test_a_long_history_loses_its_oldest_turns_and_is_answered(server):
@@ -86,3 +90,14 @@ def test_a_generate_prompt_over_num_ctx_is_cut_and_answered(server):
     client = ollama.Client(host=server.url, timeout=600)
     reply = client.generate(model=MODEL, prompt="The sea is deep. " * 600, options={"temperature": 0, "num_predict": 8})
     assert reply.done and reply.prompt_eval_count <= 2048 - 8
+
+
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,"
+
+
+def test_shift_false_stops_when_the_context_is_full(server):
+    body = {"model": MODEL, "prompt": COUNTING, "raw": True, "stream": False, "shift": False,
+            "options": {"num_ctx": 256, "num_predict": 400, "temperature": 0}}
+    reply = httpx.post(server.url + "/api/generate", json=body, timeout=600).json()
+    assert reply["done_reason"] == "length"
+    assert reply["eval_count"] < 256  # what fitted beside the prompt
