@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from ollama import _types as ollama_types
 
@@ -221,3 +222,47 @@ def test_debug_render_only_answers_the_prompt_without_generating(fake, path, bod
     assert fake.engines.requests == [] and fake.engines.started == []  # nothing loaded, nothing generated
     fake.client.post(path, json={**body, "stream": False})
     assert [q.prompt for q in fake.engines.requests] == [SMOL_PROMPT]  # what a real request sends
+
+
+@pytest.fixture
+def smol_server(tmp_path, smollm2_gguf):
+    """A live server over the real engine, with SmolLM2 as `smol`."""
+    from corral.config.settings import Settings
+    from corral.server.app import create_app
+    from corral.store.store import Store
+    from tests.server.live import LiveServer
+
+    definition = parse_modelfile(f"FROM {smollm2_gguf}\nPARAMETER num_ctx 1024\n", str(tmp_path / "M")).definition
+    create_model(Store(tmp_path / "models"), "smol", definition, base_dir=tmp_path, options=cpu_options(num_parallel=1))
+    app = create_app(Settings(models=tmp_path / "models", num_parallel=1), name="corral_parity")
+    with LiveServer(app) as live:
+        yield live
+
+
+@pytest.mark.model
+def test_the_ollama_client_reads_every_answer_of_the_real_model(smol_server):
+    import ollama
+
+    client = ollama.Client(host=smol_server.url, timeout=300)
+    greedy = {"temperature": 0, "num_predict": 5}
+    generated = client.generate(model="smol", prompt="Hi", options=greedy)
+    assert generated.done and generated.done_reason in ("stop", "length") and generated.context
+    assert generated.eval_count and generated.prompt_eval_count and generated.total_duration > 0
+    assert generated.load_duration > 0  # this request loaded the model
+    streamed = list(client.chat(model="smol", messages=[{"role": "user", "content": "Hi"}], options=greedy,
+                                stream=True))
+    assert [c.done for c in streamed] == [False] * (len(streamed) - 1) + [True]
+    assert streamed[-1].done_reason in ("stop", "length") and streamed[-1].eval_count >= 1
+    embedded = client.embed(model="smol", input=["a", "b"], dimensions=4)
+    assert [len(v) for v in embedded.embeddings] == [4, 4]
+    assert sum(x * x for x in embedded.embeddings[0]) == pytest.approx(1.0)
+    shown = client.show("smol")
+    assert shown.capabilities == ["completion"] and shown.modelinfo["general.architecture"] == "llama"
+    running = client.ps().models
+    assert [m.model for m in running] == ["smol:latest"] and running[0].context_length == 1024
+    rendered = httpx.post(smol_server.url + "/api/generate", timeout=60,
+                          json={"model": "smol", "prompt": "Hi", "_debug_render_only": True}).json()
+    assert rendered["_debug_info"]["rendered_template"].endswith("<|im_start|>user\nHi<|im_end|>\n"
+                                                                  "<|im_start|>assistant\n")
+    assert client.generate(model="smol", keep_alive=0).done_reason == "unload"
+    assert client.ps().models == []
