@@ -158,6 +158,12 @@ class Settings(BaseSettings):
         "libgomp's default (threads spin at OpenMP barriers, fastest for one model); `PASSIVE` makes them "
         "sleep, better when several busy models share few cores.",
     )
+    prefix_cache: Literal["on", "off"] = Field(
+        default="on",
+        description="Prefix sharing in the model workers (CORRAL_PREFIX_CACHE): `on` reuses the KV cells of "
+        "the longest prompt prefix any sequence holds (a shared system prompt, a chat's history); `off` "
+        "evaluates every prompt in full (for comparisons).",
+    )
     cpu_repack: Literal["on", "off"] | None = Field(
         default=None,
         description="llama.cpp's repacked (AMX) CPU weights (CORRAL_CPU_REPACK): `off` skips them, `on` "

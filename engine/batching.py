@@ -6,10 +6,11 @@ run side by side where a fixed split would hold a few full-length slots. Each `s
 llama_batch and runs one llama_decode for every request in flight:
 
 1. Paused sequences (below), then queued requests, take free sequence ids while the pool has room
-   for their prompt plus a small reserve; when it has not, they wait, in order, and never fail. A
-   new request goes to the idle sequence whose cached tokens share the longest prefix with its
-   prompt, and only the rest of the prompt is evaluated. Idle sequences' cached tokens are
-   dropped, least recently used first, when the pool needs their cells.
+   for their prompt plus a small reserve; when it has not, they wait, in order, and never fail.
+   The longest prefix of a new prompt that any sequence, running or idle, holds in the cache is
+   shared with it (llama_memory_seq_cp tags those cells for it too; see prefix.py), and only
+   the rest of the prompt is evaluated. Idle sequences' cached tokens are dropped, least
+   recently used first, when the pool needs their cells.
 2. Every generating sequence adds its last sampled token first, so generation never waits. One
    that finds no free cell pauses the youngest running sequence: its cells are freed and it goes
    back to the head of the line with its tokens, to be recomputed when room returns. The oldest
@@ -37,6 +38,7 @@ from typing import Callable, Union
 
 from corral.engine.errors import EngineInputError
 from corral.engine.llama import Batch, Context, Model
+from corral.engine.prefix import CellLedger, common_prefix, longest_prefix
 from corral.engine.requests import Chunk, Embeddings, EmbedRequest, Failure, Final, GenerateRequest, TokenLogprob
 from corral.engine.sampling import SlotSampler, check_grammar, penalty_window, token_logprob
 from corral.engine.stops import StopMatcher, Utf8Decoder
@@ -44,15 +46,6 @@ from corral.engine.stops import StopMatcher, Utf8Decoder
 log = logging.getLogger(__name__)
 
 Outbound = Union[Chunk, Final, Embeddings, Failure]
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two token lists."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def overflow_message(what: str, n_tokens: int, limit: int) -> str:
@@ -121,7 +114,7 @@ class BatchLoop:
     corral.runtime.scheduler.Scheduler."""
 
     def __init__(self, model: Model, ctx: Context, *, n_seqs: int, seq_ctx: int, pool: int,
-                 embedder: "EmbedBatcher") -> None:
+                 embedder: "EmbedBatcher", prefix_cache: bool = True) -> None:
         if seq_ctx > pool:
             raise ValueError(f"a pool of {pool} cells cannot hold one sequence of {seq_ctx} tokens")
         self.model = model
@@ -130,6 +123,10 @@ class BatchLoop:
         self.pool = pool
         self.embedder = embedder
         self._slots = [_Slot(seq=i) for i in range(n_seqs)]
+        self._ledger = CellLedger(n_seqs)
+        # Off: every prompt is evaluated in full (CORRAL_PREFIX_CACHE=off, for comparisons). A
+        # recurrent model's state cannot be cut at a position, so it is never shared.
+        self.prefix_cache = prefix_cache and not model.is_recurrent
         self._queue: deque[tuple[GenerateRequest, list[int]]] = deque()
         self._paused: deque[_Job] = deque()
         self._batch = Batch(ctx.n_batch)
@@ -145,7 +142,7 @@ class BatchLoop:
 
     def stats(self) -> PoolStats:
         running = [s for s in self._slots if s.job]
-        used = sum(len(s.cached) for s in running)
+        used = self._ledger.distinct(s.seq for s in running)
         return PoolStats(self.pool, used, self._cells() - used, len(self._slots), len(running),
                          len(self._queue), len(self._paused), self._pauses)
 
@@ -209,24 +206,60 @@ class BatchLoop:
     # -- cells ---------------------------------------------------------------------------------
 
     def _cells(self) -> int:
-        return sum(len(s.cached) for s in self._slots)
+        return self._ledger.used
 
     def _make_room(self, need: int, keep: _Slot | None = None) -> bool:
         """Free cells of idle sequences (least recently used first) until `need` are free."""
-        free = self.pool - self._cells()
-        if free >= need:
+        if self.pool - self._cells() >= need:
             return True
         for slot in sorted((s for s in self._slots if s.job is None and s.cached and s is not keep),
                            key=lambda s: s.last_used):
-            free += len(slot.cached)
-            self._drop(slot)
-            if free >= need:
+            self._drop(slot)  # frees only the cells no other sequence shares
+            if self.pool - self._cells() >= need:
                 return True
         return False
 
     def _drop(self, slot: _Slot) -> None:
         self.ctx.seq_rm(slot.seq, -1, -1)
+        self._ledger.truncate(slot.seq, 0)
         slot.cached.clear()
+
+    def _trim(self, slot: _Slot, keep: int) -> int:
+        """Cut a sequence's KV to its first `keep` tokens; returns what it keeps (0 when the
+        model cannot cut at a position)."""
+        if keep >= len(slot.cached):
+            return len(slot.cached)
+        if keep == 0 or not self.ctx.seq_rm(slot.seq, keep, -1):
+            self._drop(slot)
+            return 0
+        self._ledger.truncate(slot.seq, keep)
+        del slot.cached[keep:]
+        return keep
+
+    def _place(self, tokens: list[int], free: list[_Slot]) -> tuple[_Slot, int]:
+        """A free sequence for `tokens`, holding the longest cached prefix of them there is;
+        returns it and how many tokens it holds (at most all but one: the last must be decoded
+        to produce logits)."""
+        if not self.prefix_cache:
+            slot = min(free, key=lambda s: (len(s.cached), s.last_used))
+            self._drop(slot)
+            return slot, 0
+        cap = len(tokens) - 1
+        source, shared = longest_prefix(tokens, ((s, s.cached) for s in self._slots if s.cached))
+        shared = min(shared, cap)
+        # The sequence to take loses its cached tokens beyond what the prompt shares with them:
+        # take the one that loses fewest (an empty one, or one this prompt continues), so that a
+        # conversation's history stays for its next turn; then the least recently used.
+        own = {s.seq: min(common_prefix(s.cached, tokens), cap) for s in free}
+        slot = min(free, key=lambda s: (len(s.cached) - own[s.seq], own[s.seq] < shared, s.last_used))
+        if source is None or source is slot or own[slot.seq] >= shared:
+            return slot, self._trim(slot, own[slot.seq])
+        self._drop(slot)
+        self.ctx.seq_cp(source.seq, slot.seq, 0, shared)
+        self._ledger.copy(source.seq, slot.seq, shared)
+        slot.cached = list(tokens[:shared])
+        return slot, shared
+
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -235,28 +268,21 @@ class BatchLoop:
         while self._paused:
             free = [s for s in self._slots if s.job is None]
             job = self._paused[0]
-            if not free or not self._make_room(len(job.feed) + 1):
+            if not free:
+                return
+            # Its own tokens may still be shared by others (a common system prompt).
+            slot, kept = self._place(job.feed, free)
+            if not self._make_room(len(job.feed) - kept + 1, keep=slot):
                 return
             self._paused.popleft()
-            slot = min(free, key=lambda s: (len(s.cached), s.last_used))
-            self._drop(slot)
             slot.job = job
         while self._queue:
             free = [s for s in self._slots if s.job is None]
             if not free:
                 return
             req, tokens = self._queue[0]
-            # The longest shared prefix wins; among equals, the least recently used sequence, so
-            # recent conversations keep their cache.
-            slot = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
-            # At least one prompt token must be decoded to produce logits.
-            reuse = min(common_prefix(slot.cached, tokens), len(tokens) - 1)
+            slot, reuse = self._place(tokens, free)
             reserve = min(ADMIT_RESERVE, self.seq_ctx - len(tokens))
-            if reuse < len(slot.cached):
-                if not self.ctx.seq_rm(slot.seq, reuse, -1):  # recurrent models cannot cut
-                    self.ctx.seq_rm(slot.seq, -1, -1)
-                    reuse = 0
-                del slot.cached[reuse:]
             if not self._make_room(len(tokens) - reuse + reserve, keep=slot):
                 return  # the pool is full: wait, in order, for running sequences to finish
             self._queue.popleft()
@@ -338,6 +364,7 @@ class BatchLoop:
             if not job.chunk:
                 continue
             slot.cached.extend(job.chunk)
+            self._ledger.append(slot.seq, len(job.chunk))
             if job.generating:
                 job.eval_ns += decoded
             else:
@@ -413,8 +440,7 @@ class BatchLoop:
                 continue
             out.append(Failure(slot.job.req.id, "internal", f"llama_decode failed with code {rc}"))
             # After an abort or a fatal error part of the batch may be in the KV: start afresh.
-            self.ctx.seq_rm(slot.seq, -1, -1)
-            slot.cached.clear()
+            self._drop(slot)
             self._release(slot)
 
 

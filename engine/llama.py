@@ -190,6 +190,11 @@ class Model:
             n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, special)
         return self._piece.raw[:n]
 
+    @property
+    def is_recurrent(self) -> bool:
+        """Recurrent or hybrid (Mamba-like) models keep one state per sequence, not cells per token."""
+        return bool(llama_cpp.llama_model_is_recurrent(self.handle) or llama_cpp.llama_model_is_hybrid(self.handle))
+
     def is_eog(self, token: int) -> bool:
         """End of generation: EOS, EOT, <|im_end|> and whatever else the GGUF marks so."""
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
@@ -310,6 +315,10 @@ class Context:
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:
         """Drop a sequence's KV in [p0, p1); False when a partial removal is impossible."""
         return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq, p0, p1))
+
+    def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        """Let `dst` see `src`'s KV in [p0, p1); in a unified cache this tags cells, no data moves."""
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, p0, p1)
 
     def clear(self) -> None:
         llama_cpp.llama_memory_clear(self.memory, True)

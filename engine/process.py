@@ -96,12 +96,13 @@ class Engine:
 
     def __init__(self, spec: RuntimeSpec, *, n_slots: int | None = None, omp_wait_policy: str | None = None,
                  cpu_repack: Literal["on", "off"] | None = None,
-                 stall_timeout: float = DEFAULT_STALL_TIMEOUT_S) -> None:
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT_S, prefix_cache: bool = True) -> None:
         if stall_timeout <= 0:
             raise ValueError(f"the stall timeout must be positive, not {stall_timeout}")
         self._spec = spec
         self._stall_timeout = stall_timeout
         self._omp_wait_policy = omp_wait_policy  # the worker's OMP_WAIT_POLICY (Settings.omp_wait_policy)
+        self._prefix_cache = prefix_cache  # share cached prompt prefixes (Settings.prefix_cache)
         self._cpu_repack = cpu_repack  # on/off forces repacked CPU weights; None: as learnt (Settings.cpu_repack)
         self._n_slots = n_slots if n_slots is not None else (spec.plan.max_sequences or spec.load.num_parallel)
         if self._n_slots < 1:
@@ -183,7 +184,7 @@ class Engine:
             self._seat = Engine._core_board.claim()
         config = worker.WorkerConfig(self._spec, self._n_slots, extra_buffers, self._omp_wait_policy,
                                      heartbeat_interval(self._stall_timeout),
-                                     seat=Engine._core_board.seat(self._seat))
+                                     seat=Engine._core_board.seat(self._seat), prefix_cache=self._prefix_cache)
         proc = context.Process(target=worker.run, args=(child_conn, config), daemon=True,
                                name=f"corral-worker:{self._spec.name}")
         try:

@@ -101,6 +101,7 @@ class WorkerConfig:
     omp_wait_policy: str | None = None  # OMP_WAIT_POLICY for this worker (CORRAL_OMP_WAIT_POLICY)
     heartbeat_s: float = 1.0  # how often the heartbeat thread tells the parent this process lives
     seat: Seat | None = None  # this worker's seat on the server's core board (engine/cores.py)
+    prefix_cache: bool = True  # share cached prompt prefixes between sequences (batching.py)
 
 
 def run(conn: Connection, config: WorkerConfig) -> None:
@@ -182,7 +183,7 @@ class _Worker:
 
         embedder = EmbedBatcher(self.model, embeddings_context, limit=load.num_ctx)
         self.batch_loop = BatchLoop(self.model, self.ctx, n_seqs=n_slots, seq_ctx=self.slot_ctx,
-                                   pool=self.ctx.n_ctx, embedder=embedder)
+                                   pool=self.ctx.n_ctx, embedder=embedder, prefix_cache=config.prefix_cache)
         self._replies: list[object] = []
         self._reported = 0.0  # monotonic time of the last PoolReport
         self._was_busy = False

@@ -92,12 +92,13 @@ def make_library(settings: Settings, store: Store, options: CompileOptions, root
 
 def engine_factory(settings: Settings) -> EngineFactory:
     """Engines whose workers run as the settings say (CORRAL_OMP_WAIT_POLICY, CORRAL_CPU_REPACK,
-    CORRAL_WORKER_STALL_TIMEOUT)."""
+    CORRAL_WORKER_STALL_TIMEOUT, CORRAL_PREFIX_CACHE)."""
     def engine(spec: RuntimeSpec) -> EngineLike:
         from corral.engine.process import Engine  # the worker machinery loads only when a model does
 
         return Engine(spec, omp_wait_policy=settings.omp_wait_policy, cpu_repack=settings.cpu_repack,
-                      stall_timeout=settings.worker_stall_timeout)
+                      stall_timeout=settings.worker_stall_timeout,
+                      prefix_cache=settings.prefix_cache == "on")
     return engine
 
 
