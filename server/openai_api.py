@@ -18,6 +18,7 @@ import random
 import struct
 import time
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any, AsyncIterator
 
 from sanic import Blueprint, Request
@@ -220,7 +221,8 @@ async def completions(request: Request) -> HTTPResponse | None:
     job = GenerateInput(prompt=body.prompt, suffix=body.suffix or "", options=_options(body),
                         logprobs=body.logprobs is not None, top_logprobs=body.logprobs or 0)
     events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
-                                            lambda spec: inference.plan_generate(spec, job)))
+                                            lambda spec: replace(inference.plan_generate(spec, job),
+                                                                 want_context=False)))
     head = {"id": f"cmpl-{random.randint(0, 998)}", "object": "text_completion", "created": int(time.time()),
             "model": body.model, "system_fingerprint": FINGERPRINT}
     if not body.stream:

@@ -44,6 +44,7 @@ class ScriptedEngines:
 
     requests: list[GenerateRequest] = field(default_factory=list)
     embedded: list[EmbedRequest] = field(default_factory=list)
+    tokenized: list[str] = field(default_factory=list)  # texts the runtime asked an engine to tokenize
     started: list[str] = field(default_factory=list)  # model names, one per load
     closed: list[str] = field(default_factory=list)  # model names, one per unload
     finished: int = 0
@@ -111,6 +112,7 @@ class ScriptedEngine:
 
     async def tokenize(self, text: str) -> list[int]:
         """One token per word (what a prompt's length is measured in when it may not fit)."""
+        self.script.tokenized.append(text)
         return list(range(len(text.split())))
 
     async def embed(self, req: EmbedRequest) -> Embeddings:

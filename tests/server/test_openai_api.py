@@ -181,3 +181,13 @@ def test_errors_reach_the_client_typed(fake, client):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="smol", messages=[{"role": "bot", "content": "x"}])
     assert info.value.body["param"] == "messages.0.role"
+
+
+def test_a_completion_is_not_tokenized_again_for_a_context(fake, client):
+    """/v1/completions has no `context`: its answer ends without a round trip to the worker to
+    tokenize prompt and reply (which /api/generate makes for its context)."""
+    assert client.completions.create(model="smol", prompt="Hi").choices[0].text == "".join(fake.engines.pieces)
+    list(client.completions.create(model="smol", prompt="Hi", stream=True))
+    assert fake.engines.tokenized == []
+    assert fake.client.post("/api/generate", json={"model": "smol", "prompt": "Hi", "stream": False}).json()["context"]
+    assert len(fake.engines.tokenized) == 1
