@@ -156,7 +156,8 @@ class Scheduler:
         finally:
             self._waiting -= 1
         runner.refs += 1
-        runner.keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
+        if keep_alive is not None:  # as in Ollama, a request that gives none leaves the runner's as it is
+            runner.keep_alive = keep_alive
         self._cancel_timer(runner)
         try:
             yield Lease(runner.spec, runner.engine, runner.load_duration_ns if fresh else 0)

@@ -266,3 +266,21 @@ def test_the_ollama_client_reads_every_answer_of_the_real_model(smol_server):
                                                                   "<|im_start|>assistant\n")
     assert client.generate(model="smol", keep_alive=0).done_reason == "unload"
     assert client.ps().models == []
+
+
+@pytest.mark.parametrize("later", [
+    ("/api/generate", {"model": "smol", "prompt": "Hi", "stream": False}),
+    ("/api/embed", {"model": "smol", "input": "a"}),
+    ("/v1/chat/completions", {"model": "smol", "messages": [{"role": "user", "content": "Hi"}]}),
+])
+def test_a_request_without_keep_alive_leaves_the_models_as_it_is(fake, later):
+    fake.client.post("/api/generate", json={"model": "smol", "prompt": "Hi", "stream": False, "keep_alive": -1})
+    def year() -> int:  # of the model's expiry; kept forever, it is far in the future
+        return int(fake.client.get("/api/ps").json()["models"][0]["expires_at"][:4])
+
+    assert year() > 2100
+    path, body = later
+    assert fake.client.post(path, json=body).status_code == 200
+    assert year() > 2100
+    fake.client.post("/api/generate", json={"model": "smol", "prompt": "Hi", "stream": False, "keep_alive": "1m"})
+    assert year() < 2100  # a request that gives one changes it
