@@ -42,6 +42,7 @@ from corral.engine.prefix import CellLedger, common_prefix, longest_prefix
 from corral.engine.requests import Chunk, Embeddings, EmbedRequest, Failure, Final, GenerateRequest, TokenLogprob
 from corral.engine.sampling import SlotSampler, check_grammar, penalty_window, token_logprob
 from corral.engine.stops import StopMatcher, Utf8Decoder
+from corral.engine.vision import Prepared, Vision
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class BatchLoop:
     corral.runtime.scheduler.Scheduler."""
 
     def __init__(self, model: Model, ctx: Context, *, n_seqs: int, seq_ctx: int, pool: int,
-                 embedder: "EmbedBatcher", prefix_cache: bool = True) -> None:
+                 embedder: "EmbedBatcher", prefix_cache: bool = True, vision: "Vision | None" = None) -> None:
         if seq_ctx > pool:
             raise ValueError(f"a pool of {pool} cells cannot hold one sequence of {seq_ctx} tokens")
         self.model = model
@@ -124,6 +125,8 @@ class BatchLoop:
         self.embedder = embedder
         self._slots = [_Slot(seq=i) for i in range(n_seqs)]
         self._ledger = CellLedger(n_seqs)
+        self.vision = vision  # the projector, for requests with images (engine/vision.py)
+        self._images: dict[str, Prepared] = {}  # queued requests' multimodal prompts, by id
         # Off: every prompt is evaluated in full (CORRAL_PREFIX_CACHE=off, for comparisons). A
         # recurrent model's state cannot be cut at a position, so it is never shared.
         self.prefix_cache = prefix_cache and not model.is_recurrent
@@ -149,7 +152,7 @@ class BatchLoop:
     def submit(self, req: GenerateRequest) -> None:
         """Queue a request; a prompt that cannot run fails at once (on the next step's output)."""
         try:
-            tokens = self._prompt_tokens(req)
+            tokens = self._image_tokens(req) if req.images else self._prompt_tokens(req)
             if req.grammar:
                 check_grammar(self.model, req.grammar)
         except EngineInputError as e:
@@ -173,9 +176,36 @@ class BatchLoop:
             raise EngineInputError("the prompt is empty")
         return tokens
 
+    def _image_tokens(self, req: GenerateRequest) -> list[int]:
+        """A prompt with images, cut into chunks by the projector; image cells get negative ids."""
+        if self.vision is None:
+            raise EngineInputError("this model has no projector, so it cannot see images")
+        bos_text = self.model.token_to_piece(self.model.bos, special=True).decode("utf-8", "replace")
+        bos = req.add_bos and self.model.add_bos and not (bos_text and req.prompt.startswith(bos_text))
+        prepared = self.vision.tokenize(req.prompt, req.images, add_special=bos)
+        self._images[req.id] = prepared
+        return prepared.tokens
+
+    def _evaluate_images(self, slot: _Slot) -> None:
+        """Run an admitted request's text and image chunks into its sequence, all but the last
+        token (the batch decodes that one and samples from its logits)."""
+        prepared = self._images.pop(slot.job.req.id)
+        try:
+            self._drop(slot)  # images are evaluated from position 0: nothing is shared
+            slot.job.reused = 0
+            started = time.monotonic_ns()
+            n = prepared.evaluate(self.ctx, slot.seq)
+            slot.job.prompt_ns += time.monotonic_ns() - started
+            slot.cached.extend(slot.job.prompt[:n])
+            self._ledger.append(slot.seq, n)
+        finally:
+            prepared.close()
+
     def cancel(self, request_id: str) -> None:
         """Forget a request: out of the queue, the paused line, or its sequence, right away."""
         self._queue = deque(q for q in self._queue if q[0].id != request_id)
+        if request_id in self._images:
+            self._images.pop(request_id).close()
         for job in [j for j in self._paused if j.req.id == request_id]:
             self._paused.remove(job)
             job.sampler.close()
@@ -296,13 +326,23 @@ class BatchLoop:
             limit = req.sampling.num_predict if req.sampling.num_predict > 0 else None
             self._counter += 1
             slot.job = _Job(req, tokens, sampler, order=self._counter, reused=reuse, limit=limit)
+            if req.images:
+                try:
+                    self._evaluate_images(slot)
+                except EngineInputError as e:
+                    out.append(Failure(req.id, "input", e.message))
+                    self._drop(slot)
+                    self._release(slot)
 
     def _pause_youngest(self, running: list[_Slot]) -> _Slot | None:
         """Free the cells of the most recently admitted running sequence; it resumes later by
         recomputing its tokens. Returns the paused slot, None when only one sequence runs."""
-        if len(running) < 2:
+        # A sequence with images cannot be recomputed from its token list (its image cells have
+        # no token ids), so it is never the one paused.
+        pausable = [s for s in running if not s.job.req.images]
+        if len(running) < 2 or not pausable:
             return None
-        slot = max(running, key=lambda s: s.job.order)
+        slot = max(pausable, key=lambda s: s.job.order)
         job = slot.job
         # A generating sequence: what it had evaluated, plus the sampled token not yet decoded;
         # evaluating them again yields the logits to sample its next token from. One still

@@ -182,8 +182,14 @@ class _Worker:
             return ctx
 
         embedder = EmbedBatcher(self.model, embeddings_context, limit=load.num_ctx)
+        self.vision = None
+        if spec.projector is not None:  # the model sees images (engine/vision.py)
+            from corral.engine.vision import Vision
+            self.vision = Vision(spec.projector.path, self.model, use_gpu=spec.plan.backend == "cuda",
+                                 n_threads=threads)
         self.batch_loop = BatchLoop(self.model, self.ctx, n_seqs=n_slots, seq_ctx=self.slot_ctx,
-                                   pool=self.ctx.n_ctx, embedder=embedder, prefix_cache=config.prefix_cache)
+                                   pool=self.ctx.n_ctx, embedder=embedder, prefix_cache=config.prefix_cache,
+                                   vision=self.vision)
         self._replies: list[object] = []
         self._reported = 0.0  # monotonic time of the last PoolReport
         self._was_busy = False
