@@ -96,7 +96,7 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
         load=load, plan=plan,
         licenses=(base.licenses if base else ()) + tuple(x.value for x in d.licenses),
         requires=d.requires.value if d.requires else None, source=source, parser=_parser(d),
-        projector=projector,
+        projector=projector, draft=_draft(d, base_dir, resolver, weights_path),
     )
 
 
@@ -110,6 +110,36 @@ def _clamped_num_ctx(num_ctx: int, trained: int | None) -> tuple[int, str] | Non
         return None
     return trained, (f"num_ctx {num_ctx} is longer than the {trained} tokens the model was trained on; "
                      f"clamped to {trained}")
+
+
+def _draft(d: ModelDefinition, base_dir: Path, resolver: ModelResolver, target: Path) -> WeightsRef | None:
+    """The DRAFT model's weights (a GGUF path or a model name), checked to share the model's
+    vocabulary: speculative decoding compares the two models' token ids."""
+    if d.draft is None:
+        return None
+    value, span = d.draft.value.strip(), d.draft.span
+    path = expand(value, base_dir)
+    if path.exists() or looks_like_path(value):
+        ref = weights_ref(find_weights(path, span, what="DRAFT").resolve())
+    else:
+        ref = resolve_model(resolver, value, span).weights
+    try:
+        theirs = _vocabulary(Path(ref.path))
+    except GGUFError as e:
+        raise GGUFError(e.message, span, e.hint) from None
+    mine = _vocabulary(target)
+    if theirs != mine:
+        raise CompileError(f"the DRAFT model's vocabulary ({theirs[0]}, {theirs[1]} tokens) is not the "
+                           f"model's ({mine[0]}, {mine[1]} tokens)", span,
+                           hint="a draft model must use the same tokenizer, e.g. a smaller model of the same family")
+    return ref
+
+
+def _vocabulary(path: Path) -> tuple[str, int]:
+    """A GGUF's tokenizer model and vocabulary size."""
+    meta = check_gguf(path).metadata
+    tokens = meta.get("tokenizer.ggml.tokens")
+    return str(meta.get("tokenizer.ggml.model", "none")), getattr(tokens, "length", 0)
 
 
 def _parser(d: ModelDefinition) -> str | None:

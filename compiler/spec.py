@@ -99,6 +99,7 @@ class RuntimeSpec(_Frozen):
     source: str | None  # the definition file it was compiled from, if any
     parser: str | None = None  # the definition's PARSER (one of THINKING_PARSERS), if any
     projector: WeightsRef | None = None  # a multimodal projector (mmproj) GGUF: the model sees images
+    draft: WeightsRef | None = None  # DRAFT: a smaller model of the same vocabulary, for speculative decoding
 
     @property
     def weight_files(self) -> tuple[WeightsRef, ...]:
@@ -118,6 +119,8 @@ class RuntimeSpec(_Frozen):
             data.pop("projector", None)
             if not data["plan"].get("vision_bytes"):
                 data["plan"].pop("vision_bytes", None)
+        if data.get("draft") is None:  # and one without a DRAFT
+            data.pop("draft", None)
         return _digest(data)
 
     @property
@@ -130,6 +133,8 @@ class RuntimeSpec(_Frozen):
             data["splits"] = [s.model_dump(mode="json") for s in self.splits]
         if self.projector is not None:
             data["projector"] = self.projector.model_dump(mode="json")
+        if self.draft is not None:
+            data["draft"] = self.draft.model_dump(mode="json")
         return _digest(data)
 
 

@@ -17,7 +17,7 @@ from corral.dsl.ir import ROLES, SEMVER, Message, ModelDefinition, Parameter, Te
 from corral.dsl.span import Span
 
 TextField = Literal["template", "system", "requires", "draft", "renderer", "parser"]
-_NOT_YET = {"draft": "DRAFT", "renderer": "RENDERER"}  # PARSER is checked and used by the compiler
+_NOT_YET = {"renderer": "RENDERER"}  # PARSER and DRAFT are checked and used by the compiler
 
 
 @dataclass(frozen=True, slots=True)

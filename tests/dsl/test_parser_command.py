@@ -1,5 +1,5 @@
 """PARSER is acted on now (the compiler checks the name): no "not acted on" warning for it, while
-the commands Corral still only keeps (DRAFT, RENDERER) warn."""
+the commands Corral still only keeps (RENDERER) warn; DRAFT is checked by the compiler too."""
 
 from __future__ import annotations
 
