@@ -96,7 +96,11 @@ class Vision:
         finally:
             for bitmap in bitmaps:
                 mtmd.mtmd_bitmap_free(bitmap)
-        return Prepared(self, chunks)
+        prepared = Prepared(self, chunks)
+        if not prepared.ends_with_text:  # the answer's first token is sampled from a text token's logits
+            prepared.close()
+            raise EngineInputError("the prompt ends with an image: put some text after the last image")
+        return prepared
 
     def close(self) -> None:
         if self.handle:
@@ -115,16 +119,19 @@ class Prepared:
         mtmd = _mtmd()
         tokens: list[int] = []
         self.image_tokens = 0
+        self.ends_with_text = False
         for i in range(mtmd.mtmd_input_chunks_size(self.chunks)):
             chunk = mtmd.mtmd_input_chunks_get(self.chunks, i)
             if mtmd.mtmd_input_chunk_get_type(chunk) == _CHUNK_TEXT:
                 n = ctypes.c_size_t()
                 ids = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
                 tokens.extend(ids[: n.value])
+                self.ends_with_text = n.value > 0
             else:
                 n_pos = mtmd.mtmd_input_chunk_get_n_pos(chunk)
                 tokens.extend([-next(_ids)] * n_pos)
                 self.image_tokens += n_pos
+                self.ends_with_text = False
         self.tokens = tokens
 
     def evaluate(self, ctx: Context, seq: int) -> int:

@@ -122,6 +122,9 @@ def test_a_broken_image_is_a_clear_error(server):
                                                             "images": [base64.b64encode(b"not a picture").decode()]}]}
     reply = httpx.post(server.url + "/api/chat", json=body, timeout=300)
     assert reply.status_code == 400 and "image 1 could not be decoded" in reply.json()["error"]
+    last = {"model": "eyes", "stream": False, "raw": True, "prompt": "", "images": [base64.b64encode(png_bytes()).decode()]}
+    reply = httpx.post(server.url + "/api/generate", json=last, timeout=300)
+    assert reply.status_code == 400 and "the prompt ends with an image" in reply.json()["error"]
 
 
 def test_the_projector_is_a_layer_and_shows_as_vision(native, store_root):
