@@ -32,6 +32,8 @@ from sanic.response import HTTPResponse, empty, json as json_response
 from corral.config.version import OLLAMA_API_VERSION, corral_version
 from corral.registry.access import RegistryAccess
 from corral.registry.events import SUCCESS, ProgressEvent
+from corral.compiler.gguf.check import check_gguf
+from corral.compiler.gguf.info import show_metadata
 from corral.compiler.resolve import DIGEST, looks_like_path
 from corral.store.names import is_valid_name, parse as parse_name, parse_digest
 from corral.server.errors import BadRequestError, native_body
@@ -166,6 +168,7 @@ async def show(request: Request) -> HTTPResponse:
     and `error` says why a library model's latest edit is not the version described."""
     body = parse_body(request.body, ShowBody)
     info = await asyncio.to_thread(partial(request.app.ctx.models.show, body.model, verbose=body.verbose))
+    projector = await asyncio.to_thread(_projector_info, info.spec, body.verbose)
     parameters = info.parameters
     if body.options and info.spec is not None:  # Ollama shows a request's options merged into the model's
         given = {k: tuple(v) if isinstance(v, list) else v for k, v in body.options.items()}
@@ -175,7 +178,7 @@ async def show(request: Request) -> HTTPResponse:
         "license": info.license, "modelfile": info.modelfile, "parameters": parameters,
         "template": info.template, "template_jinja": info.template_jinja,
         "system": body.system if body.system is not None else info.system,
-        "details": info.details, "model_info": info.model_info, "tensors": info.tensors,
+        "details": info.details, "model_info": info.model_info, "projector_info": projector, "tensors": info.tensors,
         "capabilities": info.capabilities, "modified_at": rfc3339nano(info.modified_at), "error": info.error,
         # the definition's PARSER and REQUIRES, under the names Ollama's show gives them
         "parser": info.spec.parser if info.spec else None, "requires": info.spec.requires if info.spec else None,
@@ -183,6 +186,13 @@ async def show(request: Request) -> HTTPResponse:
     if info.messages:
         out["messages"] = info.messages
     return json_response({k: v for k, v in out.items() if v not in ("", None) or k == "model_info"})
+
+
+def _projector_info(spec: Any, verbose: bool) -> dict[str, Any] | None:
+    """Ollama's `projector_info`: a vision model's projector GGUF metadata, as `model_info` is the model's."""
+    if spec is None or spec.projector is None:
+        return None
+    return show_metadata([check_gguf(Path(spec.projector.path))], verbose=verbose)
 
 
 async def ps(request: Request) -> HTTPResponse:

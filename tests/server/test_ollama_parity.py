@@ -284,3 +284,18 @@ def test_a_request_without_keep_alive_leaves_the_models_as_it_is(fake, later):
     assert year() > 2100
     fake.client.post("/api/generate", json={"model": "smol", "prompt": "Hi", "stream": False, "keep_alive": "1m"})
     assert year() < 2100  # a request that gives one changes it
+
+
+def test_show_gives_a_vision_models_projector_metadata_as_projector_info(fake, tmp_path):
+    from tests.vision import write_projector
+
+    write_tiny_llama(tmp_path / "seer.gguf")
+    write_projector(tmp_path / "mmproj.gguf", text_embd=TinyLlama().embd)
+    definition = parse_modelfile("FROM ./seer.gguf\nPROJECTOR ./mmproj.gguf\n", str(tmp_path / "M")).definition
+    create_model(fake.store, "seer", definition, base_dir=tmp_path, options=cpu_options(num_parallel=1))
+    shown = fake.client.post("/api/show", json={"model": "seer"}).json()
+    assert "vision" in shown["capabilities"]
+    projector = shown["projector_info"]
+    assert (projector["general.architecture"], projector["clip.projector_type"]) == ("clip", "mlp")
+    assert projector["clip.vision.image_size"] == 64
+    assert "projector_info" not in fake.client.post("/api/show", json={"model": "smol"}).json()
