@@ -39,6 +39,7 @@ from typing import Callable, Union
 from corral.engine.errors import EngineInputError
 from corral.engine.llama import Batch, Context, Model
 from corral.engine.prefix import CellLedger, common_prefix, longest_prefix
+from corral.engine.speculative import Drafter, speculates, verify
 from corral.engine.requests import Chunk, Embeddings, EmbedRequest, Failure, Final, GenerateRequest, TokenLogprob
 from corral.engine.sampling import SlotSampler, check_grammar, penalty_window, token_logprob
 from corral.engine.stops import StopMatcher, Utf8Decoder
@@ -136,6 +137,11 @@ class BatchLoop:
         self._out: list[Outbound] = []
         self._counter = 0
         self._pauses = 0
+        # The model's DRAFT (speculative.py), set by the worker; it speculates for a lone greedy
+        # sequence only: with several running, the batch already fills the step, and the draft
+        # model's decodes would come on top of it.
+        self.drafter: Drafter | None = None
+        self.n_draft = 0
 
     @property
     def busy(self) -> bool:
@@ -231,6 +237,8 @@ class BatchLoop:
             job.sampler.close()
         self._paused.clear()
         self._batch.close()
+        if self.drafter is not None:
+            self.drafter.close()
         self.embedder.close()
 
     # -- cells ---------------------------------------------------------------------------------
@@ -289,7 +297,6 @@ class BatchLoop:
         self._ledger.copy(source.seq, slot.seq, shared)
         slot.cached = list(tokens[:shared])
         return slot, shared
-
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -365,6 +372,9 @@ class BatchLoop:
         running = [s for s in self._slots if s.job]
         if not running:
             return
+        if (self.drafter is not None and len(running) == 1 and not self._queue and not self._paused
+                and self._speculate(running[0], out)):
+            return
         # Every generating sequence needs one cell this step; pause the youngest until they fit.
         while not self._make_room(sum(1 for s in running if s.job.generating)):
             if self._pause_youngest(running) is None:
@@ -421,6 +431,34 @@ class BatchLoop:
             job.index = -1
             job.eval_ns += time.monotonic_ns() - t0
             self._advance(slot, token, out)
+
+    def _speculate(self, slot: _Slot, out: list[Outbound]) -> bool:
+        """One draft-and-verify round for a lone generating sequence; False when it does not
+        speculate (not greedy, too close to its limits, or no proposal), to decode plainly."""
+        job = slot.job
+        if (not job.generating or not speculates(job.req.sampling, job.req.grammar)
+                or getattr(job.req, "logprobs", False) or min(slot.cached, default=0) < 0):
+            return False  # images' cells (negative ids) mean nothing to the draft model
+        n = min(self.n_draft, self.seq_ctx - len(slot.cached) - 2, self._batch.capacity - 1,
+                (job.limit - job.n_out - 1) if job.limit is not None else self.n_draft)
+        if n <= 0 or not self._make_room(n + 1):
+            return False
+        started = time.monotonic_ns()
+        proposed = self.drafter.propose(slot.cached + [job.last], n)
+        tokens = verify(self.ctx, self._batch, self.drafter.target_greedy, slot.seq, len(slot.cached),
+                        job.last, proposed) if proposed else None
+        job.eval_ns += time.monotonic_ns() - started
+        if tokens is None:
+            return False
+        decoded = [job.last] + tokens[:-1]  # in the KV now; the last accepted token is not yet
+        for i, token in enumerate(tokens):
+            slot.cached.append(decoded[i])
+            self._ledger.append(slot.seq, 1)
+            self._advance(slot, token, out)
+            if slot.job is None:  # finished early: the KV holds the tokens after it, cut them
+                self.ctx.seq_rm(slot.seq, len(slot.cached), -1)
+                break
+        return True
 
     def _advance(self, slot: _Slot, token: int, out: list[Outbound]) -> None:
         job = slot.job

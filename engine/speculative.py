@@ -55,6 +55,7 @@ class Drafter:
         self._cached: list[int] = []  # exactly the tokens in the draft's KV
         self._batch = Batch(ctx.n_batch)
         self._greedy = Greedy()
+        self.target_greedy = Greedy()  # picks the target's tokens when verifying
 
     def propose(self, tokens: list[int], n: int) -> list[int]:
         """Up to `n` greedy tokens to follow `tokens` (the sequence so far, its last not yet
@@ -88,7 +89,9 @@ class Drafter:
 
     def close(self) -> None:
         self._greedy.close()
+        self.target_greedy.close()
         self._batch.close()
+        self.ctx.close()  # the draft's context is its own; the model's owner frees the model
 
 
 def accepted(proposed: list[int], verified: list[int]) -> list[int]:

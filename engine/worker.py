@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Embedding inputs packed into one decode at most (distinct sequence ids of the embeddings context).
 EMBED_SEQUENCES = 16
+# Tokens a DRAFT model proposes per round unless draft_num_predict says otherwise.
+DRAFT_NUM_PREDICT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +192,31 @@ class _Worker:
         self.batch_loop = BatchLoop(self.model, self.ctx, n_seqs=n_slots, seq_ctx=self.slot_ctx,
                                    pool=self.ctx.n_ctx, embedder=embedder, prefix_cache=config.prefix_cache,
                                    vision=self.vision)
+        self.draft_model = self._load_draft(spec, config, threads, Model, Context)
         self._replies: list[object] = []
         self._reported = 0.0  # monotonic time of the last PoolReport
         self._was_busy = False
         self._send_lock = threading.Lock()  # the serving loop and the heartbeat thread share the pipe
+
+    def _load_draft(self, spec: RuntimeSpec, config: WorkerConfig, threads: int, model_type: type,
+                    context_type: type) -> object | None:
+        """The DRAFT model and its own one-sequence context, for speculative decoding; None
+        without one (or with draft_num_predict 0)."""
+        n_draft = int(spec.parameters.get("draft_num_predict", DRAFT_NUM_PREDICT))
+        if spec.draft is None or n_draft <= 0:
+            return None
+        from corral.engine.speculative import Drafter
+
+        load = spec.load
+        draft = model_type(spec.draft.path, load, extra_buffers=config.extra_buffers)
+        if draft.n_vocab != self.model.n_vocab:  # the compiler checked; the files may have changed since
+            draft.close()
+            raise EngineError(f"the DRAFT model has {draft.n_vocab} tokens, the model {self.model.n_vocab}")
+        ctx = context_type(draft, n_ctx=load.num_ctx, n_batch=load.num_batch, n_seq_max=1, n_threads=threads,
+                           unified=True)
+        self.batch_loop.drafter = Drafter(draft, ctx, n_draft)
+        self.batch_loop.n_draft = n_draft
+        return draft
 
     def send(self, messages: list[object]) -> None:
         with self._send_lock:
@@ -272,3 +295,5 @@ class _Worker:
         self.batch_loop.close()
         self.ctx.close()
         self.model.close()
+        if self.draft_model is not None:
+            self.draft_model.close()

@@ -84,7 +84,6 @@ def test_greedy_output_is_the_same_with_the_model_drafting_for_itself(smollm2_gg
         drafter.close()
         greedy.close()
         batch.close()
-        draft_ctx.close()
         target.close()
         model.close()
     # A model drafting for itself is right nearly always: far fewer target decodes than tokens.
@@ -93,3 +92,43 @@ def test_greedy_output_is_the_same_with_the_model_drafting_for_itself(smollm2_gg
     # than one at a time, and llama.cpp's CPU sums are not batch-invariant in general; for this
     # model and prompt they agree, which is what a regression would break.)
     assert spoken == plain
+
+
+async def _answers(weights: Path, draft: bool) -> list[str]:
+    import asyncio  # noqa: F401  (the engine's streams are asyncio)
+
+    from corral.compiler.resolve import weights_ref
+    from corral.engine.process import Engine
+    from corral.engine.requests import Chunk, GenerateRequest
+    from tests.specs import chatml_prompt, runtime_spec
+
+    spec = runtime_spec(weights, name="tiny-draft", num_ctx=512, num_parallel=1)
+    if draft:
+        spec = spec.model_copy(update={"draft": weights_ref(weights),
+                                       "parameters": {**spec.parameters, "draft_num_predict": 4}})
+    engine = Engine(spec, n_slots=2)
+    await engine.start()
+    texts = []
+    try:
+        for i, (question, sampling) in enumerate([
+                ("Write a short story about a lighthouse keeper.", Sampling(temperature=0.0, num_predict=48)),
+                ("Name three colors.", Sampling(temperature=0.0, num_predict=20, seed=1)),
+                ("Say hello.", Sampling(temperature=0.7, seed=3, num_predict=12))]):  # sampled: no draft
+            text = ""
+            async for message in engine.generate(GenerateRequest(f"r{i}", chatml_prompt(question), sampling)):
+                if isinstance(message, Chunk):
+                    text += message.text
+            texts.append(text)
+    finally:
+        await engine.close()
+    return texts
+
+
+@pytest.mark.model
+def test_a_worker_with_a_draft_answers_as_one_without(smollm2_gguf: Path) -> None:
+    import asyncio
+
+    plain = asyncio.run(_answers(smollm2_gguf, draft=False))
+    drafted = asyncio.run(_answers(smollm2_gguf, draft=True))
+    assert drafted[:2] == plain[:2]  # greedy: token for token
+    assert drafted[2] == plain[2]  # sampled with a seed: decoded plainly, so the same too
