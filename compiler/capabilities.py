@@ -60,7 +60,7 @@ def capabilities(spec: RuntimeSpec, metadata: Mapping[str, Any]) -> list[str]:
         caps.append("tools")
     if has_fim_tokens(metadata) or (spec.template.kind == "go" and ".Suffix" in spec.template.source):
         caps.append("insert")
-    if getattr(spec, "projector", None) is not None:  # no spec carries a projector yet: vision is future work
+    if spec.projector is not None:  # a definition's PROJECTOR, or a stored model's projector layer
         caps.append("vision")
     if supports_thinking(spec):
         caps.append("thinking")
