@@ -146,7 +146,7 @@ ABSURD_V1 = [
     ("/v1/chat/completions", {"n": 0}, "n: Input should be greater than or equal to 1"),
     ("/v1/chat/completions", {"seed": 2**40}, "seed: Input should be less than or equal to 4294967295"),
     ("/v1/chat/completions", {"top_logprobs": 1000}, "top_logprobs: Input should be less than or equal to 20"),
-    ("/v1/chat/completions", {"stop": ["x"] * 65}, "stop: Value should have at most 64 items after validation, not 65"),
+    ("/v1/chat/completions", {"stop": ["x"] * 65}, "stop: List should have at most 64 items after validation, not 65"),
     ("/v1/chat/completions", {"stop": "x" * 5000}, "stop.0: String should have at most 4096 characters"),
     ("/v1/chat/completions", {"temperature": 1e300}, "temperature: Input should be less than or equal to 2"),
     ("/v1/chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}] * 1025},
