@@ -3,6 +3,7 @@
     python bench/side_by_side.py [--clients 1,2,4,8,16,32,64] [--tokens 128] [--threads 2] [--quick]
     python bench/side_by_side.py --two-models      # two busy models against one, same total load
     python bench/side_by_side.py --single-stream   # 1 client: 64 sequences allowed against 1
+    python bench/side_by_side.py --shared-prefix   # 16 clients, one 1,500-token system prompt
 
 llama-server and llama-batched-bench are built once from the llama.cpp inside the installed
 llama-cpp-python (bench/llamacpp_build.py). For each client count N, interleaved so that the
@@ -109,11 +110,12 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-async def load(url: str, model: str, n: int, tokens: int, llama: bool, offset: int = 0) -> dict:
+async def load(url: str, model: str, n: int, tokens: int, llama: bool, offset: int = 0,
+               prompt: str = PROMPT) -> dict:
     """N concurrent streamed completions; tokens/s over the round, TTFT and latency percentiles."""
     async with httpx.AsyncClient(base_url=url, timeout=900, limits=httpx.Limits(max_connections=n + 4)) as client:
         async def one(i: int) -> tuple[float, float, int]:
-            body = {"model": model, "prompt": PROMPT.format(i=i + 1 + offset), "max_tokens": tokens,
+            body = {"model": model, "prompt": prompt.format(i=i + 1 + offset), "max_tokens": tokens,
                     "temperature": 0, "stream": True}
             if llama:
                 body["ignore_eos"] = True
@@ -228,6 +230,46 @@ def single_stream(args: argparse.Namespace, model: Path, tmp: Path) -> dict:
     return {"rounds": rounds, "ratio_64_over_1": ratio}
 
 
+# About 1,500 SmolLM2 tokens of rules, then a question that differs per client.
+SYSTEM = "You answer questions about the rules of the Harbour Street Library.\n" + "".join(
+    f"Rule {r}: a member may borrow up to {r % 7 + 1} books from shelf {r}, for {r % 4 + 1} weeks.\n"
+    for r in range(1, 58))
+SHARED_PROMPT = SYSTEM + "\nQuestion {i}: how many books may I borrow from shelf {i}?\nAnswer:"
+
+
+def shared_prefix(args: argparse.Namespace, bins: Path, model: Path, tmp: Path) -> dict:
+    """16 clients sharing one long system prompt: Corral with prefix sharing on, off, and
+    llama-server (-np 16, its prompt cache on), interleaved; time to first token."""
+    n, tokens = 16, 16
+    servers = {"corral": start_corral(tmp / "on", model, args.threads, {"smol": 2048}),
+               "corral, sharing off": start_corral(tmp / "off", model, args.threads, {"smol": 2048},
+                                                   {"CORRAL_PREFIX_CACHE": "off"})}
+    # 16 slots of 2,048 cells: start_llama_server's cache of 256 a slot cannot hold this prompt.
+    port = free_port()
+    proc = subprocess.Popen([str(bins / "llama-server"), "-m", str(model), "-t", str(args.threads), "-tb",
+                             str(args.threads), "--host", "127.0.0.1", "--port", str(port), "--no-webui",
+                             "-np", str(n), "-c", str(n * 2048)],
+                            env={**os.environ, "LD_LIBRARY_PATH": str(bins)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers["llama-server -np 16"] = (proc, f"http://127.0.0.1:{port}")
+    wait_up(servers["llama-server -np 16"][1], proc, "/health")
+    rounds: list[dict] = []
+    try:
+        for name, (_, url) in servers.items():  # one request puts the system prompt in each cache
+            asyncio.run(load(url, "smol", 1, 4, name.startswith("llama"), offset=100, prompt=SHARED_PROMPT))
+        for r in range(args.repeats):
+            rounds.append({name: asyncio.run(load(url, "smol", n, tokens, name.startswith("llama"),
+                                                  offset=r * n, prompt=SHARED_PROMPT))["ttft_p50"]
+                           for name, (_, url) in servers.items()})
+    finally:
+        for proc, _ in servers.values():
+            stop(proc)
+    p50 = {name: statistics.median(r[name] for r in rounds) for name in servers}
+    return {"rounds": rounds, "ttft_p50": p50,
+            "off_over_on": p50["corral, sharing off"] / p50["corral"],
+            "llama_server_over_corral": p50["llama-server -np 16"] / p50["corral"]}
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Side by side, {report['date']}", "", f"`{report['command']}`", "", report["setup"], ""]
     if "clients" in report:
@@ -238,7 +280,7 @@ def markdown(report: dict) -> str:
             for name, r in row.items():
                 cells = [f"{r[k]:.2f}" if k in r else "" for k in ("ttft_p50", "ttft_p99", "lat_p50", "lat_p99")]
                 lines.append(f"| {n} | {name} | {r['tok_s']:.1f} | {r['tok_s'] / best:.2f} | " + " | ".join(cells) + " |")
-    for key in ("two_models", "single_stream"):
+    for key in ("two_models", "single_stream", "shared_prefix"):
         if key in report:
             lines += ["", f"## {key}", "", "```", json.dumps(report[key], indent=1), "```"]
     return "\n".join(lines) + "\n"
@@ -253,6 +295,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 and 8 clients, 64 tokens")
     ap.add_argument("--two-models", action="store_true")
     ap.add_argument("--single-stream", action="store_true")
+    ap.add_argument("--shared-prefix", action="store_true", help="16 clients, one 1,500-token system prompt")
     args = ap.parse_args()
     if args.quick:
         args.clients, args.tokens = "1,8", 64
@@ -270,7 +313,9 @@ def main() -> int:
             report["two_models"] = two_models(args, model, Path(tmp))
         if args.single_stream:
             report["single_stream"] = single_stream(args, model, Path(tmp))
-        if not (args.two_models or args.single_stream):
+        if args.shared_prefix:
+            report["shared_prefix"] = shared_prefix(args, build(), model, Path(tmp))
+        if not (args.two_models or args.single_stream or args.shared_prefix):
             report["clients"] = side_by_side(args, build(), model, counts, Path(tmp))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"side_by_side-{report['date'][:16].replace(':', '')}"
