@@ -54,6 +54,11 @@ def overflow_message(what: str, n_tokens: int, limit: int) -> str:
     return f"{what} is {n_tokens} tokens, more than the context window of {limit} tokens (num_ctx)"
 
 
+# The shortest prefix shared from another sequence. Cells computed in another batch make llama.cpp
+# sum in another order (it is not batch-invariant), so a greedy answer may change after a near
+# tie; sharing a chat template's few first tokens saves nothing worth that.
+MIN_SHARED = 64
+
 # Cells kept free beyond a new prompt when it is admitted, so that it can produce a few tokens
 # before it has to compete for cells with the sequences already running.
 ADMIT_RESERVE = 16
@@ -285,10 +290,13 @@ class BatchLoop:
         cap = len(tokens) - 1
         source, shared = longest_prefix(tokens, ((s, s.cached) for s in self._slots if s.cached))
         shared = min(shared, cap)
+        own = {s.seq: min(common_prefix(s.cached, tokens), cap) for s in free}
+        if shared < MIN_SHARED:  # a chat template's first tokens: reuse only a sequence's own cache
+            slot = max(free, key=lambda s: (own[s.seq], -s.last_used))
+            return slot, self._trim(slot, own[slot.seq])
         # The sequence to take loses its cached tokens beyond what the prompt shares with them:
         # take the one that loses fewest (an empty one, or one this prompt continues), so that a
         # conversation's history stays for its next turn; then the least recently used.
-        own = {s.seq: min(common_prefix(s.cached, tokens), cap) for s in free}
         slot = min(free, key=lambda s: (len(s.cached) - own[s.seq], own[s.seq] < shared, s.last_used))
         if source is None or source is slot or own[slot.seq] >= shared:
             return slot, self._trim(slot, own[slot.seq])
