@@ -47,6 +47,10 @@ def _on_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     message = text.decode("utf-8", errors="replace").strip()
     if not message:
         return
+    if level < _GGML_ERROR and "n_ctx_seq (" in message and "> n_ctx_train" in message:
+        # The unified pool lets any sequence address every cell, so llama.cpp sees n_ctx_seq as the
+        # whole pool; the engine itself stops each sequence at its num_ctx, within training.
+        return
     if level >= _GGML_ERROR:
         _recent_errors.append(message)
         log.error("llama.cpp: %s", message)
