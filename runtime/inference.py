@@ -51,7 +51,8 @@ def request_id() -> str:
 
 @dataclass(frozen=True)
 class TextEvent:
-    """Generated text, as it streams (the IR's `Text` is a definition's string value)."""
+    """Generated text, as it streams (the IR's `Text` is a definition's string value), with the
+    log-probabilities of the tokens it completes when the request asked for them."""
 
     text: str
     logprobs: tuple[TokenLogprob, ...] = ()
