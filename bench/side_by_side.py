@@ -318,7 +318,10 @@ def main() -> int:
         if not (args.two_models or args.single_stream or args.shared_prefix):
             report["clients"] = side_by_side(args, build(), model, counts, Path(tmp))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"side_by_side-{report['date'][:16].replace(':', '')}"
+    # The mode and the second are in the name: runs of several modes in one minute must not
+    # overwrite each other's results.
+    mode = next((m for m in ("two_models", "single_stream", "shared_prefix") if m in report), "clients")
+    stem = RESULTS / f"side_by_side-{report['date'][:19].replace(':', '')}-{mode.replace('_', '-')}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
