@@ -20,7 +20,8 @@ import pytest
 
 from corral.engine.process import Engine
 from corral.engine.errors import ContextOverflowError, EngineError, EngineInputError, ModelLoadError, WorkerCrashedError
-from corral.engine.requests import Chunk, EmbedRequest, Final, GenerateRequest, Sampling
+from corral.engine.requests import EmbedRequest, Final, GenerateRequest, Sampling
+from tests.engine.streams import collect
 from tests.specs import chatml_prompt, runtime_spec
 
 T = TypeVar("T")
@@ -107,18 +108,6 @@ def one_slot(loop: LoopThread, smollm2_gguf: Path) -> Engine:
     engine = _engine(loop, smollm2_gguf, num_ctx=4096, num_batch=64, num_parallel=1)
     yield engine
     loop.run(engine.close())
-
-
-async def collect(engine: Engine, req: GenerateRequest) -> tuple[str, Final]:
-    text, final = "", None
-    async for message in engine.generate(req):
-        if isinstance(message, Chunk):
-            assert final is None, "a chunk after the Final"
-            text += message.text
-        else:
-            final = message
-    assert final is not None
-    return text, final
 
 
 def test_capital_of_france(loop: LoopThread, engine: Engine) -> None:

@@ -13,24 +13,14 @@ from pathlib import Path
 import pytest
 
 from corral.engine.process import Engine
-from corral.engine.requests import Chunk, Final, GenerateRequest, Sampling
+from corral.engine.requests import Final, GenerateRequest, Sampling
+from tests.engine.streams import collect
 from tests.specs import chatml_prompt, runtime_spec
 
 pytestmark = pytest.mark.model
 
 QUESTIONS = ["Tell me a story about a cat.", "Describe the sea.", "Write about a mountain.", "Tell me about dogs.",
              "Describe a city at night.", "Write about the rain.", "Tell me about a forest.", "Describe the desert."]
-
-
-async def collect(engine: Engine, req: GenerateRequest) -> tuple[str, Final]:
-    text, final = "", None
-    async for message in engine.generate(req):
-        if isinstance(message, Chunk):
-            text += message.text
-        else:
-            final = message
-    assert final is not None
-    return text, final
 
 
 def request(i: int, tokens: int) -> GenerateRequest:

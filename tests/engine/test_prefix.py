@@ -15,7 +15,8 @@ from hypothesis import given, strategies as st
 
 from corral.engine.prefix import CellLedger, common_prefix, longest_prefix
 from corral.engine.process import Engine
-from corral.engine.requests import Chunk, Final, GenerateRequest, Sampling
+from corral.engine.requests import Final, GenerateRequest, Sampling
+from tests.engine.streams import collect
 from tests.specs import runtime_spec
 
 tokens = st.lists(st.integers(0, 3), max_size=40)
@@ -80,17 +81,6 @@ def prompt(question: str) -> str:
 
 def request(i: int) -> GenerateRequest:
     return GenerateRequest(f"q{i}", prompt(QUESTIONS[i]), Sampling(temperature=0.0, num_predict=24))
-
-
-async def collect(engine: Engine, req: GenerateRequest) -> tuple[str, Final]:
-    text, final = "", None
-    async for message in engine.generate(req):
-        if isinstance(message, Chunk):
-            text += message.text
-        else:
-            final = message
-    assert final is not None
-    return text, final
 
 
 async def answers(weights: Path, *, prefix_cache: bool) -> tuple[list[tuple[str, Final]], list[tuple[str, Final]]]:
