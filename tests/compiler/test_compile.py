@@ -13,6 +13,7 @@ from corral.machine.gpus import GpuInventory
 from corral.compiler.resolve import NoModels, ParentModel, weights_ref
 from corral.compiler.spec import ChatMessage
 from corral.dsl import parse_modelfile
+from tests.compiler.resolvers import Stored
 from tests.ggufs import TinyLlama, truncated, write_tiny_llama
 
 CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
@@ -23,19 +24,6 @@ def folder(tmp_path: Path) -> Path:
     write_tiny_llama(tmp_path / "tiny.gguf")
     write_tiny_llama(tmp_path / "plain.gguf", replace(TinyLlama(), chat_template=None))
     return tmp_path
-
-
-class Stored:
-    """A resolver holding one stored model, as the runtime's store would offer it."""
-
-    def __init__(self, base: ParentModel):
-        self.base = base
-
-    def model(self, name: str):
-        return self.base if name == self.base.name else None
-
-    def blob(self, digest: str):
-        return None
 
 
 def compile_text(text: str, folder: Path, resolver=None, path: str = "m.Modelfile"):

@@ -12,6 +12,7 @@ from corral.compiler.errors import CompileError, UnknownModelError, WeightsError
 from corral.compiler.resolve import NoModels, ParentModel, weights_ref
 from corral.dsl import parse_modelfile
 from corral.machine.gpus import GpuInventory
+from tests.compiler.resolvers import Stored
 from tests.ggufs import TinyLlama, write_tiny_llama
 
 CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
@@ -24,17 +25,6 @@ class WiderVocab(TinyLlama):
     @property
     def vocab(self) -> list[str]:
         return super().vocab + ["extra"]
-
-
-class Stored:
-    def __init__(self, base: ParentModel):
-        self.base = base
-
-    def model(self, name: str):
-        return self.base if name == self.base.name else None
-
-    def blob(self, digest: str):
-        return None
 
 
 @pytest.fixture
