@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,18 @@ Progress = Callable[[int, int], None]
 """`progress(done_bytes, total_bytes)`, called as a large blob is hashed and copied."""
 
 CHUNK = 1 << 20
+# One lock per store folder for what changes manifests (write, copy, delete): a delete that lists
+# the manifests and removes a model's emptied folders must not run beside a write creating one
+# there. Within one process (the server's handler threads); readers need no lock.
+_MUTATIONS: dict[Path, threading.RLock] = {}
+_MUTATIONS_GUARD = threading.Lock()
+
+
+def _mutation_lock(root: Path) -> threading.RLock:
+    with _MUTATIONS_GUARD:
+        return _MUTATIONS.setdefault(root.resolve(), threading.RLock())
+
+
 _TEMP_PREFIX = ".corral-tmp-"  # a leading '.' can start no valid name part, so listings skip temps
 _ANY_DIGEST = re.compile(rb"sha256[:-]([0-9a-fA-F]{64})")
 _PARTIAL = re.compile(r"sha256-[0-9a-f]{64}-partial(\.json)?")  # a download in progress (corral.registry)
@@ -170,7 +183,10 @@ class Store:
         for part in name.filepath_parts():
             candidate = path / part
             if not candidate.exists() and path.is_dir():
-                matches = sorted(p for p in path.iterdir() if p.name.lower() == part.lower())
+                try:
+                    matches = sorted(p for p in path.iterdir() if p.name.lower() == part.lower())
+                except FileNotFoundError:  # a concurrent delete removed the emptied folder
+                    matches = []
                 candidate = matches[0] if matches else candidate
             path = candidate
         return path
@@ -196,6 +212,10 @@ class Store:
         return Digest.of_bytes(data).hex
 
     def _write_manifest_bytes(self, name: ModelName, data: bytes) -> None:
+        with _mutation_lock(self.root):
+            self._write_manifest_locked(name, data)
+
+    def _write_manifest_locked(self, name: ModelName, data: bytes) -> None:
         target = self._resolve_case(name)
         # The folders this write creates, deepest first, so a failure can take them away again.
         created = [p for p in (target.parent, *target.parent.parents) if p.is_relative_to(self.root) and not p.exists()]
@@ -245,7 +265,7 @@ class Store:
         """Every file exactly four levels below manifests/ whose path is a valid name (Ollama's glob)."""
         if not self.manifests_dir.is_dir():
             return
-        for path in sorted(self.manifests_dir.glob("*/*/*/*")):
+        for path in sorted(_four_deep(self.manifests_dir)):
             if not path.is_file():
                 continue
             host, namespace, model, tag = path.relative_to(self.manifests_dir).parts
@@ -294,6 +314,12 @@ class Store:
         return used
 
     def delete(self, name: ModelName | str) -> list[Digest]:
+        """Remove a model's manifest, its now-empty folders, and the blobs no other manifest uses
+        (see `_delete_locked`)."""
+        with _mutation_lock(self.root):
+            return self._delete_locked(name)
+
+    def _delete_locked(self, name: ModelName | str) -> list[Digest]:
         """Remove a model's manifest, its now-empty folders, and the blobs no other manifest uses.
 
         Returns the digests of the blobs removed. Everything is worked out before the first file is
@@ -363,6 +389,22 @@ class Store:
 
 
 # -- file helpers ------------------------------------------------------------------------------------
+
+
+def _four_deep(root: Path) -> list[Path]:
+    """The paths four levels below `root` (glob's `*/*/*/*`), skipping folders that vanish while
+    they are read: a concurrent delete removes a model's emptied folders, and pathlib's glob would
+    raise FileNotFoundError for them (a 500 for whoever was listing or deleting beside it)."""
+    level = [root]
+    for _ in range(4):
+        below: list[Path] = []
+        for folder in level:
+            try:
+                below.extend(folder.iterdir())
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        level = below
+    return level
 
 
 def _read_chunks(path: Path) -> Iterator[tuple[int, bytes]]:
