@@ -20,7 +20,11 @@ llama_batch and runs one llama_decode for every request in flight:
    others keep streaming.
 4. After the decode, each sequence whose logits came out samples its next token at its own batch
    index; text goes through its UTF-8 decoder and stop matcher, and a request ends on an
-   end-of-generation token or a stop string ("stop"), or on num_predict or num_ctx ("length").
+   end-of-generation token or a stop string ("stop"), or on num_predict ("length"). A sequence
+   that reaches num_ctx shifts, as Ollama's runner does: the first num_keep tokens stay, half of
+   the rest is discarded, and the KV of what follows moves down in place (llama_memory_seq_add),
+   or is evaluated again where those cells are shared with another sequence. With shift off, or
+   num_predict -2, it ends there ("length").
 
 Embedding requests are batched the same way on a separate embeddings context: several inputs in
 one decode, one sequence id each. A cancelled request leaves its sequence at once; the tokens
@@ -83,6 +87,8 @@ class _Job:
     index: int = -1  # batch index of this step's logits, -1 when none
     n_out: int = 0
     pauses: int = 0
+    shifts: int = 0
+    recomputed_shifts: int = 0
     prompt_ns: int = 0
     eval_ns: int = 0
     logprobs: list[TokenLogprob] = field(default_factory=list)  # tokens whose text is not out yet
@@ -339,6 +345,8 @@ class BatchLoop:
             window = penalty_window(req.sampling, self.seq_ctx)
             sampler.accept_prompt(tokens[max(0, len(tokens) - window):] if window else [])
             limit = req.sampling.num_predict if req.sampling.num_predict > 0 else None
+            if limit is None and req.shift and req.sampling.num_predict != -2:
+                limit = 10 * self.seq_ctx  # a shifting context never fills: Ollama's bound
             self._counter += 1
             slot.job = _Job(req, tokens, sampler, order=self._counter, reused=reuse, limit=limit)
             if req.images:
@@ -480,7 +488,7 @@ class BatchLoop:
             self._finish(slot, "stop", text, out)
         elif job.limit is not None and job.n_out >= job.limit:
             self._finish(slot, "length", text, out)
-        elif len(slot.cached) >= self.seq_ctx:  # no room left to decode this token
+        elif len(slot.cached) >= self.seq_ctx and not self._shift(slot, token):  # no room to decode it
             self._finish(slot, "length", text, out)
         else:
             job.last = token
@@ -497,6 +505,41 @@ class BatchLoop:
         entries, job.logprobs = tuple(job.logprobs), []
         return Chunk(job.req.id, text, entries)
 
+    def _shift(self, slot: _Slot, token: int) -> bool:
+        """Make room in a full sequence as Ollama's runner does: keep the first num_keep tokens
+        (and the BOS), discard half of the rest, and move what follows down. False when the
+        request asked not to shift (or to fill the context), or nothing can be discarded."""
+        job = slot.job
+        if not job.req.shift or job.req.sampling.num_predict == -2:
+            return False
+        num_keep = job.req.sampling.num_keep
+        keep = len(job.prompt) if num_keep < 0 else num_keep + (1 if self.model.add_bos else 0)
+        discard = (len(slot.cached) - min(keep, self.seq_ctx - 1)) // 2
+        if discard <= 0:
+            return False
+        keep = min(keep, self.seq_ctx - 1)
+        # In place when the cells that move are this sequence's alone: moving a cell moves it for
+        # every sequence that sees it, and a prefix shared with others must stay where it is.
+        if self.ctx.can_shift and self._ledger.private(slot.seq, keep + discard):
+            if self.ctx.seq_rm(slot.seq, keep, keep + discard):
+                self.ctx.seq_add(slot.seq, keep + discard, -1, -discard)
+                self._ledger.remove(slot.seq, keep, keep + discard)
+                del slot.cached[keep: keep + discard]
+                job.shifts += 1
+                log.info("context full: request %s discarded %d tokens after the first %d and shifted the rest",
+                         job.req.id, discard, keep)
+                return True
+        if min(slot.cached, default=0) < 0:
+            return False  # image cells have no token ids to recompute them from
+        # Otherwise the kept tokens after the gap are evaluated again, as a paused sequence is.
+        job.feed = slot.cached[:keep] + slot.cached[keep + discard:] + [token]
+        self._trim(slot, keep)
+        job.generating = False
+        job.recomputed_shifts += 1
+        log.info("context full: request %s discarded %d tokens after the first %d and recomputes the rest",
+                 job.req.id, discard, keep)
+        return True
+
     def _finish(self, slot: _Slot, reason: str, text: str, out: list[Outbound]) -> None:
         job = slot.job
         if not job.stops.stopped:  # the stream ended: nothing held back can still be a stop
@@ -510,7 +553,8 @@ class BatchLoop:
             id=job.req.id, done_reason=reason,  # type: ignore[arg-type]
             prompt_eval_count=len(job.prompt) - job.reused, prompt_eval_duration=job.prompt_ns,
             eval_count=job.n_out, eval_duration=job.eval_ns, prompt_tokens_cached=job.reused,
-            pauses=job.pauses, stop_sequence=job.stops.matched))
+            pauses=job.pauses, stop_sequence=job.stops.matched, shifts=job.shifts,
+            recomputed_shifts=job.recomputed_shifts))
         self._release(slot)
 
     def _release(self, slot: _Slot) -> None:

@@ -324,6 +324,16 @@ class Context:
         """Let `dst` see `src`'s KV in [p0, p1); in a unified cache this tags cells, no data moves."""
         llama_cpp.llama_memory_seq_cp(self.memory, src, dst, p0, p1)
 
+    def seq_add(self, seq: int, p0: int, p1: int, delta: int) -> None:
+        """Move a sequence's KV in [p0, p1) by `delta` positions (a context shift). A cell seen by
+        several sequences moves for all of them."""
+        llama_cpp.llama_memory_seq_add(self.memory, seq, p0, p1, delta)
+
+    @property
+    def can_shift(self) -> bool:
+        """Whether positions in the KV can be moved (not for recurrent models, nor some RoPE kinds)."""
+        return bool(llama_cpp.llama_memory_can_shift(self.memory))
+
     def clear(self) -> None:
         llama_cpp.llama_memory_clear(self.memory, True)
 

@@ -82,14 +82,23 @@ class CellLedger:
 
     def truncate(self, seq: int, keep: int) -> None:
         """`seq` forgets its positions from `keep` on (llama_memory_seq_rm(seq, keep, -1))."""
+        self.remove(seq, keep, len(self._cells[seq]))
+
+    def remove(self, seq: int, p0: int, p1: int) -> None:
+        """`seq` forgets positions [p0, p1) and those after move down (llama_memory_seq_rm, then
+        llama_memory_seq_add of the rest: a context shift)."""
         cells = self._cells[seq]
-        for cell in cells[keep:]:
+        for cell in cells[p0:p1]:
             left = self._refs[cell] - 1
             if left:
                 self._refs[cell] = left
             else:
                 del self._refs[cell]
-        del cells[keep:]
+        del cells[p0:p1]
+
+    def private(self, seq: int, p0: int) -> bool:
+        """Whether no other sequence sees any of `seq`'s cells from position `p0` on."""
+        return all(self._refs[cell] == 1 for cell in self._cells[seq][p0:])
 
     def copy(self, src: int, dst: int, n: int) -> None:
         """`dst` (emptied first) sees the first `n` cells of `src` (llama_memory_seq_cp)."""

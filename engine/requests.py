@@ -117,6 +117,8 @@ class Final:
     prompt_tokens_cached: int = 0
     pauses: int = 0  # times the KV pool was full and this sequence was paused and recomputed
     stop_sequence: str | None = None  # the stop string that ended it (done_reason "stop"), None otherwise
+    shifts: int = 0  # times it filled num_ctx and its context was shifted in place
+    recomputed_shifts: int = 0  # ... and shifted by evaluating the kept tokens again (cells shared)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,18 @@ def test_copying_replaces_what_the_destination_held() -> None:
     assert (ledger.used, ledger.held(1)) == (10, 4)
 
 
+def test_a_shift_forgets_a_middle_range_and_moves_the_rest_down() -> None:
+    ledger = CellLedger(2)
+    ledger.append(0, 100)
+    ledger.copy(0, 1, 30)  # another sequence sees the first 30
+    assert (ledger.private(0, 30), ledger.private(0, 29), ledger.private(1, 0)) == (True, False, False)
+    ledger.remove(0, 5, 50)  # keep 5, discard 45: positions 50.. are now 5..
+    assert (ledger.held(0), ledger.used) == (55, 80)  # the 25 shared ones it dropped stay for sequence 1
+    assert ledger.private(0, 5)  # what moved down was its own
+    ledger.truncate(1, 0)
+    assert ledger.used == 55
+
+
 # -- the real model ----------------------------------------------------------------------------
 
 SYSTEM = ("You are the help desk of the Harbour Street Library. " + " ".join(

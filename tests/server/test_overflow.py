@@ -1,7 +1,7 @@
 """Context overflow with the real SmolLM2 (num_ctx 2048): a request shaped like Open WebUI's first
 chat (36 tool definitions and a long history, far over the window) is answered, old messages and
 then prompt tokens dropped as Ollama drops them; truncate false is a 400 that gives the numbers;
-a generation with shift false stops when the window is full."""
+a generation that fills the window shifts and goes on (the default), or stops with shift false."""
 
 from __future__ import annotations
 
@@ -101,3 +101,11 @@ def test_shift_false_stops_when_the_context_is_full(server):
     reply = httpx.post(server.url + "/api/generate", json=body, timeout=600).json()
     assert reply["done_reason"] == "length"
     assert reply["eval_count"] < 256  # what fitted beside the prompt
+
+
+def test_a_generation_past_num_ctx_shifts_and_goes_on(server):
+    client = ollama.Client(host=server.url, timeout=600)
+    reply = client.generate(model=MODEL, prompt=COUNTING, raw=True,
+                            options={"num_ctx": 256, "num_predict": 400, "temperature": 0})
+    assert (reply.done_reason, reply.eval_count) == ("length", 400)  # more than the 256-token window holds
+    assert "101, 102, 103," in reply.response  # still counting after the first shift
