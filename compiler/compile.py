@@ -59,7 +59,7 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
     base, weights_path, weights = _resolve_from(d, base_dir, resolver)
     info, splits = _model_info(weights_path, base, resolver, d.from_.span)
     adapters = (base.adapters if base else ()) + tuple(_adapter(a.value, a.span, base_dir) for a in d.adapters)
-    projector = (_adapter(d.projector.value, d.projector.span, base_dir, "PROJECTOR") if d.projector is not None
+    projector = (_projector(d.projector.value, d.projector.span, base_dir) if d.projector is not None
                  else base.projector if base else None)
     vision = _vision_bytes(projector) if projector is not None else 0
 
@@ -238,6 +238,17 @@ def _adapter(value: str, span: Span | None, base_dir: Path, what: str = "ADAPTER
     except GGUFError as e:
         raise GGUFError(e.message, span, e.hint) from None
     return weights_ref(path.resolve())
+
+
+def _projector(value: str, span: Span | None, base_dir: Path) -> WeightsRef:
+    """A PROJECTOR (or second FROM) file, which must be a multimodal projector, not a model."""
+    ref = _adapter(value, span, base_dir, "PROJECTOR")
+    arch = check_gguf(ref.path).metadata.get("general.architecture")
+    if arch != "clip":
+        raise GGUFError(f"{Path(value).name} is not a multimodal projector: its architecture is {arch!r}, not 'clip'",
+                        span, "a definition has one model (its FROM); a PROJECTOR line or a second FROM names its "
+                              "projector, an mmproj GGUF")
+    return ref
 
 
 def _vision_bytes(projector: WeightsRef) -> int:

@@ -69,6 +69,11 @@ class Builder:
         if not value.strip():
             self.error("FROM needs a value", span, "name a GGUF file, a model, or a blob digest")
             return
+        if self._from is not None and self._projector is None and _names_a_file(value):
+            # Ollama's spelling of a vision model: the second FROM names its projector (mmproj)
+            # file; the compiler checks that the file is one.
+            self._projector = self._text(value, span, comments)
+            return
         if self._from is not None:
             self.warn("FROM given more than once; the last one is used", span)
         self._from = self._text(value, span, comments)
@@ -185,3 +190,9 @@ def _position(d: Diagnostic) -> tuple[int, int]:
 
 def _first_error(e: ValidationError) -> str:
     return str(e.errors()[0]["msg"]).removeprefix("Value error, ")
+
+
+def _names_a_file(value: str) -> bool:
+    """Whether a FROM value is a path to a GGUF file rather than a model's name."""
+    v = value.strip()
+    return v.lower().endswith(".gguf") or v.startswith(("./", "../", "/", "~"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from corral.compiler.compile import compile_definition
-from corral.compiler.errors import WeightsError
+from corral.compiler.errors import GGUFError, WeightsError
 from corral.compiler.plan import vision_allowance
 from corral.compiler.resolve import NoModels
 from corral.dsl import DefinitionError, format_modelfile, format_toml, parse_modelfile, parse_toml
@@ -38,6 +38,7 @@ def compiled(text: str, folder, *, toml: bool = False):
 
 @pytest.mark.parametrize("text, toml", [
     (MODELFILE, False),
+    ("FROM ./tiny.gguf\nFROM ./mmproj.gguf\n", False),  # Ollama's spelling: a second FROM of a file
     ('from = "./tiny.gguf"\nprojector = "./mmproj.gguf"\n', True),
 ])
 def test_both_spellings_name_the_projector(text, toml):
@@ -64,6 +65,19 @@ def test_the_spec_carries_the_projector_and_the_plan_makes_room(folder):
     assert any(r.startswith("projector and one image:") for r in spec.plan.reasons)
     assert spec.load_digest != plain.load_digest and spec.digest != plain.digest
     assert compiled('from = "./tiny.gguf"\nprojector = "./mmproj.gguf"\n', folder, toml=True) == spec
+
+
+def test_a_second_from_naming_a_model_is_still_a_warning():
+    parsed = parse_modelfile("FROM ./tiny.gguf\nFROM llama3.2\n")
+    assert parsed.definition.from_.value == "llama3.2" and parsed.definition.projector is None
+    assert [d.message for d in parsed.warnings] == ["FROM given more than once; the last one is used"]
+
+
+@pytest.mark.parametrize("text", ["FROM ./tiny.gguf\nFROM ./tiny.gguf\n", "FROM ./tiny.gguf\nPROJECTOR ./tiny.gguf\n"])
+def test_a_projector_that_is_a_model_is_an_error_at_its_line(folder, text):
+    with pytest.raises(GGUFError, match="tiny.gguf is not a multimodal projector: its architecture is 'llama'") as e:
+        compiled(text, folder)
+    assert e.value.span.line == 2
 
 
 def test_a_missing_projector_names_the_line(folder):
