@@ -134,12 +134,22 @@ def _create_through(client: Client, name: str, path: Path, d: ModelDefinition, i
         fields["files"] = {filename: digest}
     else:
         fields["from"] = value
+    if d.projector is not None:  # the server tells it from the model by its architecture, as Ollama's does
+        if "files" not in fields:
+            raise UsageError("corral create", f"{path.name}: a PROJECTOR needs a FROM file to go with it when a "
+                             "server runs (Ollama's /api/create takes a projector only among `files`)")
+        filename, digest = upload(d.projector.value, d.projector.span, "PROJECTOR")
+        fields["files"][filename] = digest
+    if d.draft is not None:
+        raise UsageError("corral create", f"{path.name}: DRAFT cannot be sent to a running server (Ollama's "
+                         "/api/create has no field for it); put the definition in the library folder, or "
+                         "create it with no server running")
     if d.adapters:
         fields["adapters"] = dict(upload(a.value, a.span, "ADAPTER") for a in d.adapters)
-    if d.template is not None:
-        fields["template"] = d.template.value
-    if d.system is not None:
-        fields["system"] = d.system.value
+    for key in ("template", "system", "parser", "renderer"):
+        text = getattr(d, key)
+        if text is not None:
+            fields[key] = text.value
     if d.licenses:
         fields["license"] = [x.value for x in d.licenses]
     if d.parameters:

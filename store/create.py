@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Callable
 
 from corral.compiler.compile import CompileOptions, compile_definition
+from corral.compiler.errors import GGUFError
+from corral.compiler.gguf.check import check_gguf
 from corral.compiler.resolve import ParentModel, weights_ref
 from corral.compiler.spec import RuntimeSpec, WeightsRef
+from corral.dsl.build import Builder
 from corral.dsl.ir import ModelDefinition
+from corral.dsl.span import Span
 from corral.store import names
 from corral.store.errors import ModelNotFoundError, StoreError
 from corral.store.layers import base_model, config_json, read_parts
@@ -155,9 +159,6 @@ def create_from_request(store: Store, models: object, name: str, fields: dict,
     """/api/create with Ollama's current request shape (from, files, adapters, template, system,
     parameters, messages, license, requires, parser, renderer): the same validation and compile as a definition file;
     `fetch` brings a `from` model the store lacks."""
-    from corral.dsl.build import Builder
-    from corral.dsl.span import Span
-
     say = progress or (lambda *_a, **_k: None)
     where = Span("<request>", 1, 1, 1, 1)
     b = Builder("<request>", [], "toml")
@@ -169,8 +170,7 @@ def create_from_request(store: Store, models: object, name: str, fields: dict,
         if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
             b.error("files: expected an object of file name -> sha256 digest", where)
         else:
-            ggufs = [k for k in files if k.lower().endswith(".gguf")] or list(files)
-            b.set_from(files[ggufs[0]], where)
+            _from_files(store, files, b, where)
     elif isinstance(fields.get("from"), str):
         b.set_from(fields["from"], where)
     for digest in (fields.get("adapters") or {}).values():
@@ -199,3 +199,31 @@ def create_from_request(store: Store, models: object, name: str, fields: dict,
     options = getattr(models, "options")
     return create_model(store, name, parsed.definition, base_dir=store.root, options=options,
                         status=lambda message: say(message), fetch=fetch)
+
+
+def _from_files(store: Store, files: dict[str, str], b: Builder, where: Span) -> None:
+    """/api/create's `files`: the model GGUF becomes FROM and an mmproj GGUF among them PROJECTOR,
+    as Ollama's create sorts a vision model's two files by their architecture."""
+    ggufs = [k for k in files if k.lower().endswith(".gguf")] or list(files)
+    projectors = [k for k in ggufs if _is_projector(store, files[k])]
+    models = [k for k in ggufs if k not in projectors]
+    if len(models) > 1 or len(projectors) > 1:
+        b.error(f"files: {len(models)} model and {len(projectors)} projector GGUFs; a model has one of each "
+                "at most", where, "a split GGUF is created from its first shard's file")
+        return
+    if not models:
+        b.error("files: no model GGUF, only a projector", where, "send the model's GGUF with it")
+        return
+    b.set_from(files[models[0]], where)
+    if projectors:
+        b.set_projector(str(store.blob_path(files[projectors[0]])), where)
+
+
+def _is_projector(store: Store, digest: str) -> bool:
+    """Whether an uploaded blob is a multimodal projector GGUF (architecture clip)."""
+    try:
+        if not store.has_blob(digest):
+            return False
+        return check_gguf(store.blob_path(digest)).metadata.get("general.architecture") == "clip"
+    except (GGUFError, StoreError, OSError, ValueError):
+        return False  # the compile that follows reports what is wrong with it

@@ -31,8 +31,10 @@ from corral.cli.run import render_stats
 from corral.runtime.inference import Done
 from corral.cli.running import processor, until
 from corral.store.files import file_sha256
+from corral.store.manifest import MediaType
 from corral.store.store import Store
 from tests.sealed import free_port, sealed_environment
+from tests.vision import write_projector
 
 model = pytest.mark.model  # the tests that run SmolLM2
 
@@ -350,6 +352,19 @@ def test_create_goes_through_the_server(elsewhere, home):
     assert Store(home / "models").has_model("smol-made")
     assert not (Path(elsewhere["CORRAL_MODELS"]) / "manifests").exists()
     assert corral(elsewhere, "rm", "smol-made").returncode == 0
+
+
+@model
+def test_create_through_the_server_sends_the_projector_and_the_parser(elsewhere, home, smollm2_gguf):
+    write_projector(home / "mmproj.gguf")
+    (home / "eyes.Modelfile").write_text(f"FROM {smollm2_gguf}\nFROM ./mmproj.gguf\nPARSER qwen3\n")
+    created = corral(elsewhere, "create", "smol-eyes", "-f", str(home / "eyes.Modelfile"))
+    assert created.returncode == 0, created.stderr
+    layers = Store(home / "models").read_manifest("smol-eyes").layers
+    assert [layer.media_type for layer in layers][:2] == [MediaType.MODEL, MediaType.PROJECTOR]
+    shown = corral(elsewhere, "show", "smol-eyes", "--modelfile").stdout
+    assert "\nPROJECTOR " in shown and "\nPARSER qwen3\n" in shown
+    assert corral(elsewhere, "rm", "smol-eyes").returncode == 0
 
 
 # -- corral demo: the download is injected, the check and the extraction are real --------------------

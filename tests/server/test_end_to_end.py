@@ -18,7 +18,6 @@ import ollama
 import openai
 import pytest
 
-import corral.store.create
 from corral.dsl import parse_modelfile
 from corral.store.create import create_model
 from corral.store.store import Store
@@ -197,8 +196,6 @@ def test_tags_show_ps(native):
     assert [m.model for m in running] == ["smol:latest"] and running[0].size > 0
 
 
-@pytest.mark.skipif(not hasattr(corral.store.create, "create_from_request"),
-                    reason="corral.store.create.create_from_request is not written yet")
 def test_create_through_the_api(native, smollm2_gguf):
     digest = native.create_blob(smollm2_gguf)
     statuses = [p.status for p in native.create(model="smol-copy", files={"smol.gguf": digest},

@@ -12,7 +12,7 @@ from corral.compiler.plan import vision_allowance
 from corral.compiler.resolve import NoModels
 from corral.dsl import DefinitionError, format_modelfile, format_toml, parse_modelfile, parse_toml
 from corral.sources.stored import Models
-from corral.store.create import create_model
+from corral.store.create import create_from_request, create_model
 from corral.store.manifest import MediaType
 from corral.store.store import Store
 from tests.ggufs import write_tiny_llama
@@ -101,3 +101,28 @@ def test_create_stores_a_projector_layer_that_the_stored_model_keeps(folder):
     built = create_model(store, "child", child, base_dir=folder, options=CPU)
     assert built.spec.projector is not None and built.spec.projector.path == stored.projector.path
     assert [layer.media_type for layer in store.read_manifest("child").layers].count(MediaType.PROJECTOR) == 1
+
+
+@pytest.mark.parametrize("order", [("tiny.gguf", "mmproj.gguf"), ("mmproj.gguf", "tiny.gguf")])
+def test_create_over_the_api_sorts_a_projector_out_of_files(folder, order):
+    # Ollama's create sends a vision Modelfile's two FROM files as `files`: which is which is read
+    # from each GGUF's architecture, not from the names or their order.
+    store = Store(folder / "models")
+    digests = {name: str(store.put_blob_file(folder / name)) for name in order}
+    created = create_from_request(store, Models(store, CPU), "eyes", {"files": digests})
+    assert created.spec.projector is not None
+    assert created.spec.projector.path == str(store.blob_path(digests["mmproj.gguf"]))
+    layers = store.read_manifest("eyes").layers
+    assert [layer.media_type for layer in layers] == [MediaType.MODEL, MediaType.PROJECTOR]
+
+
+@pytest.mark.parametrize("names, error", [
+    (("tiny.gguf", "other.gguf"), "files: 2 model and 0 projector GGUFs"),
+    (("mmproj.gguf",), "files: no model GGUF, only a projector"),
+])
+def test_files_with_two_models_or_no_model_are_refused(folder, names, error):
+    (folder / "other.gguf").write_bytes((folder / "tiny.gguf").read_bytes() + b"\0" * 32)
+    store = Store(folder / "models")
+    digests = {name: str(store.put_blob_file(folder / name)) for name in names}
+    with pytest.raises(DefinitionError, match=error):
+        create_from_request(store, Models(store, CPU), "eyes", {"files": digests})
