@@ -20,7 +20,7 @@ from corral.compiler.errors import CompileError, GGUFError, WeightsError
 from corral.compiler.gguf.check import check_gguf
 from corral.compiler.gguf.info import ModelInfo, model_info_from_header, read_split_info, split_count
 from corral.machine.gpus import GpuInventory
-from corral.compiler.plan import plan_memory, vision_allowance
+from corral.compiler.plan import draft_total, plan_memory, vision_allowance
 from corral.compiler.resolve import (DIGEST, SHARD_NAME, ModelResolver, ParentModel, expand, find_weights,
                                      looks_like_path, resolve_model, weights_ref)
 from corral.compiler.spec import (THINKING_PARSERS, ChatMessage, LoadOptions, ModelSummary, RuntimeSpec,
@@ -72,12 +72,16 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
     clamped = _clamped_num_ctx(num_ctx, info.context_length)
     if clamped is not None:
         num_ctx = clamped[0]
+    draft = _draft(d, base_dir, resolver, weights_path)
+    draft_bytes = (draft_total(model_info_from_header(check_gguf(draft.path)), num_ctx=num_ctx,
+                               num_batch=int(params.get("num_batch", 512))) if draft is not None else 0)
+
     def planned(slots: int):
         return plan_memory(info, options.inventory, num_ctx=num_ctx, num_parallel=slots,
                            num_batch=int(params.get("num_batch", 512)), num_gpu=int(params.get("num_gpu", -1)),
                            main_gpu=_opt_int(params.get("main_gpu")),
                            max_sequences=options.num_parallel or None,  # an explicit cap, else the pool's
-                           vision_bytes=vision)
+                           vision_bytes=vision, draft_bytes=draft_bytes)
 
     plan = planned(options.num_parallel) if options.num_parallel > 0 else _auto_slots(planned, options)
     if clamped is not None:
@@ -96,7 +100,7 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
         load=load, plan=plan,
         licenses=(base.licenses if base else ()) + tuple(x.value for x in d.licenses),
         requires=d.requires.value if d.requires else None, source=source, parser=_parser(d),
-        projector=projector, draft=_draft(d, base_dir, resolver, weights_path),
+        projector=projector, draft=draft,
     )
 
 

@@ -108,6 +108,7 @@ class MemoryPlan(BaseModel):
     kv_cache_type: str
     max_sequences: int = 0  # sequences running in the pool at once; 0: num_parallel
     vision_bytes: int = 0  # the projector and one image's encoding (models that see images)
+    draft_bytes: int = 0  # the DRAFT model: its weights, one sequence's KV at num_ctx, its compute
     fits: bool = True  # False only when an explicit num_gpu asks for more than the GPUs have free
     reasons: tuple[str, ...] = ()
 
@@ -139,6 +140,8 @@ class MemoryPlan(BaseModel):
         ]
         if self.vision_bytes:
             rows.append(("vision", f"{human_bytes(self.vision_bytes)} (the projector and one image)"))
+        if self.draft_bytes:
+            rows.append(("draft", f"{human_bytes(self.draft_bytes)} (the DRAFT model and one sequence's KV)"))
         rows.append(("total", human_bytes(self.total_bytes)))
         return rows
 
@@ -219,6 +222,7 @@ def plan_memory(
     reserve_bytes: int = GPU_RESERVE_BYTES,
     max_sequences: int | None = None,
     vision_bytes: int = 0,
+    draft_bytes: int = 0,
 ) -> MemoryPlan:
     """Plan where `info`'s weights, KV cache and compute buffers go on `inventory`'s GPUs.
 
@@ -226,6 +230,7 @@ def plan_memory(
     main_gpu: pin the model to this one GPU. reserve_bytes: kept free on every GPU used.
     max_sequences: sequences sharing the KV pool; None: MAX_SEQUENCES, fewer in a small pool.
     vision_bytes: the projector and its image allowance (see the module docstring), 0 for none.
+    draft_bytes: the DRAFT model's own total (`draft_total`), loaded where the model's layers go.
     Raises CompileError for an unknown main_gpu or kv_cache_type; ValueError for sizes below 1.
     """
     for name, value in (("num_ctx", num_ctx), ("num_parallel", num_parallel), ("num_batch", num_batch)):
@@ -239,10 +244,13 @@ def plan_memory(
     sequences = max_sequences or pool_sequences(cells, num_parallel)
     costs = _costs(info, cells, min(num_batch, cells), sequences, KV_TYPE_BYTES[kv_cache_type])
     reasons = _notes(info, num_ctx, kv_cache_type)
-    chosen = _choose(info, inventory, costs, num_gpu, main_gpu, reserve_bytes + vision_bytes, reasons)
+    extra = vision_bytes + draft_bytes
+    chosen = _choose(info, inventory, costs, num_gpu, main_gpu, reserve_bytes + extra, reasons)
+    where = "each GPU used" if chosen.ngl else "the CPU"
     if vision_bytes:
-        where = "each GPU used" if chosen.ngl else "the CPU"
         reasons.append(f"projector and one image: {vision_bytes / MiB:.0f} MiB, kept on {where}")
+    if draft_bytes:
+        reasons.append(f"DRAFT model and one sequence's KV: {draft_bytes / MiB:.0f} MiB, kept on {where}")
 
     devices = chosen.device_plans()
     weights, kv = chosen.cpu_weights + sum(chosen.weights), sum(costs.layer_kv)
@@ -256,11 +264,11 @@ def plan_memory(
         tensor_split=tuple(round(used.get(d.index, 0.0), 4) for d in inventory.devices) if chosen.ngl else None,
         main_gpu=chosen.devices[0].index if chosen.ngl and len(chosen.devices) == 1 else None,
         devices=devices,
-        cpu_bytes=chosen.cpu_bytes + (0 if chosen.ngl else vision_bytes),
+        cpu_bytes=chosen.cpu_bytes + (0 if chosen.ngl else extra),
         weights_bytes=weights,
         kv_bytes=kv,
         compute_bytes=compute,
-        total_bytes=weights + kv + compute + vision_bytes,
+        total_bytes=weights + kv + compute + extra,
         n_ctx=cells,
         num_ctx=num_ctx,
         num_parallel=num_parallel,
@@ -270,7 +278,16 @@ def plan_memory(
         fits=chosen.fits,
         reasons=tuple(reasons),
         vision_bytes=vision_bytes,
+        draft_bytes=draft_bytes,
     )
+
+
+def draft_total(info: ModelInfo, *, num_ctx: int, num_batch: int, kv_cache_type: str = "f16") -> int:
+    """Bytes a DRAFT model takes beside its model: all its weights, the KV of the one sequence it
+    drafts for at num_ctx, and its compute buffers (speculative decoding runs it for one sequence)."""
+    cells = -(-num_ctx // CTX_ALIGN) * CTX_ALIGN
+    costs = _costs(info, cells, min(num_batch, cells), 1, KV_TYPE_BYTES.get(kv_cache_type, 2.0))
+    return sum(costs.layer_weights) + costs.input_bytes + sum(costs.layer_kv) + costs.graph_bytes + costs.host_bytes
 
 
 def vision_allowance(image_size: int, patch_size: int, embedding_length: int, head_count: int) -> int:

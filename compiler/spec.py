@@ -121,6 +121,8 @@ class RuntimeSpec(_Frozen):
                 data["plan"].pop("vision_bytes", None)
         if data.get("draft") is None:  # and one without a DRAFT
             data.pop("draft", None)
+        if not data["plan"].get("draft_bytes"):
+            data["plan"].pop("draft_bytes", None)
         return _digest(data)
 
     @property

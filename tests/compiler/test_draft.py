@@ -9,9 +9,13 @@ import pytest
 
 from corral.compiler.compile import CompileOptions, compile_definition
 from corral.compiler.errors import CompileError, UnknownModelError, WeightsError
+from corral.compiler.gguf.check import check_gguf
+from corral.compiler.gguf.info import model_info_from_header
+from corral.compiler.plan import GPU_RESERVE_BYTES, draft_total, human_bytes
 from corral.compiler.resolve import NoModels, ParentModel, weights_ref
 from corral.dsl import parse_modelfile
-from corral.machine.gpus import GpuInventory
+from corral.machine.gpus import GpuDevice, GpuInventory
+
 from tests.compiler.resolvers import Stored
 from tests.ggufs import TinyLlama, write_tiny_llama
 
@@ -72,3 +76,38 @@ def test_a_draft_that_cannot_serve_is_an_error_at_its_line(folder: Path, draft: 
 def test_draft_no_longer_warns() -> None:
     parsed = parse_modelfile("FROM ./m.gguf\nDRAFT ./d.gguf\n", "m.Modelfile")
     assert parsed.warnings == ()
+
+
+def test_the_plan_makes_room_for_the_draft(folder: Path) -> None:
+    spec = compile_text("FROM ./tiny.gguf\nDRAFT ./draft.gguf\n", folder)
+    plain = compile_text("FROM ./tiny.gguf\n", folder)
+    info = model_info_from_header(check_gguf(folder / "draft.gguf"))
+    expected = draft_total(info, num_ctx=spec.load.num_ctx, num_batch=spec.load.num_batch)
+    assert spec.plan.draft_bytes == expected > (folder / "draft.gguf").stat().st_size
+    assert spec.plan.total_bytes == plain.plan.total_bytes + expected
+    assert spec.plan.cpu_bytes == plain.plan.cpu_bytes + expected
+    assert any(r.startswith("DRAFT model and one sequence's KV:") for r in spec.plan.reasons)
+    assert ("draft", f"{human_bytes(expected)} (the DRAFT model and one sequence's KV)") in spec.plan.rows()
+    assert plain.plan.draft_bytes == 0 and all(label != "draft" for label, _ in plain.plan.rows())
+
+
+@pytest.mark.parametrize(("room_for_draft", "layers"), [(0.5, 0), (1.0, 3)])
+def test_on_a_gpu_the_draft_takes_room_from_the_model(folder: Path, room_for_draft: float, layers: int) -> None:
+    # Injected NVML readings: a GPU with room for the model alone and part of its draft, or for
+    # both. The tiny model is too small to split, so it goes to the GPU whole or not at all.
+    one = CompileOptions(inventory=CPU.inventory, memory_bytes=1 << 40, num_parallel=1)
+    plain = compile_definition(parse_modelfile("FROM ./tiny.gguf\n", str(folder / "m.Modelfile")).definition,
+                               name="m", base_dir=folder, resolver=NoModels(), options=one).plan
+    draft = compile_text("FROM ./tiny.gguf\nDRAFT ./draft.gguf\n", folder).plan.draft_bytes
+    free = GPU_RESERVE_BYTES + plain.total_bytes + int(draft * room_for_draft)
+    gpu = CompileOptions(inventory=GpuInventory(devices=(GpuDevice(index=0, name="G", total_bytes=free,
+                                                                   free_bytes=free),)),
+                         memory_bytes=1 << 40, num_parallel=1)
+
+    def planned(text: str):
+        d = parse_modelfile(text, str(folder / "m.Modelfile")).definition
+        return compile_definition(d, name="m", base_dir=folder, resolver=NoModels(), options=gpu).plan
+
+    assert planned("FROM ./tiny.gguf\n").n_gpu_layers == 3  # alone it always fits
+    beside = planned("FROM ./tiny.gguf\nDRAFT ./draft.gguf\n")
+    assert beside.n_gpu_layers == layers, beside.reasons
