@@ -4,7 +4,9 @@
 credentials go only to their own host), `auth` reads challenges and fetches tokens, `credentials`
 reads per-host credentials (Corral's file, Docker's config.json), `manifests` bounds and judges a
 registry's manifest before anything it names becomes a path, `download` fetches one blob in
-parallel, resumable parts and verifies it into the store, `pull` and `push` move a whole model,
+parallel, resumable parts (`partial` is the partial file, its sidecar and its hash; `rawhttp`
+reads blob bodies with the standard library, far cheaper a byte than httpx; `options` are
+TransferOptions) and verifies it into the store, `pull` and `push` move a whole model,
 `huggingface` pulls `hf.co/...` names (Hugging Face's registry route, its file API as the fallback),
 `events` are the progress events Ollama's /api/pull and /api/push stream, and `errors` is the
 RegistryError tree. The CLI and the server call `pull` and `push`.

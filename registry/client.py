@@ -14,11 +14,14 @@ redirect or realm that asks for http without it raises InsecureRegistryError.
 Redirects are followed here, not by httpx, so that one rule holds for every hop: the
 Authorization header (a credential, or a token got for this registry) is attached only when the
 URL's origin is the registry's own (see corral.registry.auth). A 401 from the registry is
-answered once per request, from its WWW-Authenticate challenge.
+answered once per request, from its WWW-Authenticate challenge. A blob GET's hops go through
+corral.registry.rawhttp (the same rules, the same SSL context, far less CPU a byte) unless a
+proxy from the environment applies to the URL, which httpx honours.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -37,6 +40,7 @@ from corral.registry.errors import (
     RegistryUnreachableError,
 )
 from corral.registry.manifests import Limits, read_bounded
+from corral.registry.rawhttp import RawResponse, RawTransport
 
 USER_AGENT = "corral/0.1 (ollama-compatible)"
 MAX_REDIRECTS = 10
@@ -45,6 +49,9 @@ REDIRECTS = (301, 302, 303, 307, 308)
 
 Body = bytes | Callable[[], Iterable[bytes]] | None
 """A request body: bytes, or a function that makes a fresh iterator (so a 401 retry can resend it)."""
+
+Response = httpx.Response | RawResponse
+"""A streamed response: httpx's, or rawhttp's for blob reads (status_code, headers, iter_raw, close)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +103,11 @@ class RegistryClient:
         self.scope = f"repository:{self.repository}:" + ("pull,push" if push else "pull")
         self._lock = threading.Lock()
         self._authorization: str | None = f"Bearer {credential.token}" if credential and credential.token else None
-        self.http = httpx.Client(follow_redirects=False, headers={"User-Agent": USER_AGENT},
+        # One SSL context (httpx's defaults: certifi, or SSL_CERT_FILE / SSL_CERT_DIR) for both transports.
+        self.ssl_context: ssl.SSLContext = httpx.create_ssl_context()
+        self.http = httpx.Client(follow_redirects=False, headers={"User-Agent": USER_AGENT}, verify=self.ssl_context,
                                  timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)))
+        self.raw = RawTransport(self.ssl_context, timeout=timeout, connect_timeout=min(timeout, 15.0))
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -107,11 +117,16 @@ class RegistryClient:
 
     def close(self) -> None:
         self.http.close()
+        self.raw.close()
 
     # -- transport -------------------------------------------------------------------------------
 
-    def send(self, method: str, url: str, *, headers: dict[str, str] | None = None, content: Body = None) -> httpx.Response:
-        """A streamed response (the caller closes it), after redirects and at most one 401 answer."""
+    def send(self, method: str, url: str, *, headers: dict[str, str] | None = None, content: Body = None,
+             raw: bool = False) -> Response:
+        """A streamed response (the caller closes it), after redirects and at most one 401 answer.
+
+        `raw` (a request without a body) sends each hop through rawhttp where it carries the URL.
+        """
         target = httpx.URL(url if "://" in url else self.endpoint.url(url))
         answered = False
         for _ in range(MAX_REDIRECTS + 1):
@@ -125,10 +140,13 @@ class RegistryClient:
                 authorization = self._authorization
             if same and authorization:
                 sent["Authorization"] = authorization
-            body = content() if callable(content) else content
-            request = self.http.build_request(method, target, headers=sent, content=body)
             try:
-                resp = self.http.send(request, stream=True)
+                if raw and content is None and self.raw.carries(target):
+                    resp: Response = self.raw.send(method, target, {"User-Agent": USER_AGENT, **sent})
+                else:
+                    body = content() if callable(content) else content
+                    request = self.http.build_request(method, target, headers=sent, content=body)
+                    resp = self.http.send(request, stream=True)
             except httpx.TransportError as e:
                 raise RegistryUnreachableError(target.host, _describe(e)) from e
             if resp.status_code == 401 and same and not answered:
@@ -163,7 +181,7 @@ class RegistryClient:
         with self._lock:
             self._authorization = value
 
-    def fail(self, resp: httpx.Response, what: str) -> RegistryResponseError | RegistryAuthError:
+    def fail(self, resp: Response, what: str) -> RegistryResponseError | RegistryAuthError:
         """The error for an unexpected answer (the response is read a little, then closed)."""
         try:
             body = read_bounded(resp.iter_raw(), MAX_ERROR_BODY, what)
@@ -194,9 +212,10 @@ class RegistryClient:
         finally:
             resp.close()
 
-    def open_blob(self, digest: Digest, start: int, end: int) -> httpx.Response:
+    def open_blob(self, digest: Digest, start: int, end: int) -> Response:
         """A streamed GET of bytes `start..end` (inclusive) of a blob; the caller checks and closes it."""
-        return self.send("GET", f"/v2/{self.repository}/blobs/{digest}", headers={"Range": f"bytes={start}-{end}"})
+        return self.send("GET", f"/v2/{self.repository}/blobs/{digest}", headers={"Range": f"bytes={start}-{end}"},
+                         raw=True)
 
     # -- push --------------------------------------------------------------------------------------
 

@@ -50,8 +50,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
-import httpx
-
 from corral.compiler.errors import GGUFError
 from corral.compiler.gguf.check import check_gguf
 from corral.compiler.gguf.info import read_split_info
@@ -59,7 +57,7 @@ from corral.store.manifest import Layer, Manifest, MediaType
 from corral.store.errors import DigestMismatchError
 from corral.store.names import Digest, ModelName
 from corral.store.store import Store
-from corral.registry.client import Endpoint, RegistryClient, endpoint_for
+from corral.registry.client import Endpoint, RegistryClient, Response, endpoint_for
 from corral.registry.credentials import HUGGING_FACE_HOSTS, Credential, Credentials
 from corral.registry.download import TransferOptions
 from corral.registry.errors import (
@@ -248,10 +246,10 @@ class FileClient(RegistryClient):
         self.paths = paths  # digest -> path in the repository
         self.commit = commit
 
-    def open_blob(self, digest: Digest, start: int, end: int) -> httpx.Response:
+    def open_blob(self, digest: Digest, start: int, end: int) -> Response:
         path = quote(self.paths[str(digest)])
         return self.send("GET", f"/{self.repository}/resolve/{self.commit}/{path}",
-                         headers={"Range": f"bytes={start}-{end}"})
+                         headers={"Range": f"bytes={start}-{end}"}, raw=True)
 
 
 def _first_line(error: Exception) -> str:
