@@ -601,6 +601,7 @@ class EmbedBatcher:
         self.model = model
         self.limit = limit  # tokens per input: the context, the batch and the ubatch all hold one
         self._make_context = make_context
+        self._threads: int | None = None  # set by the worker's core sharing; None: the context's own
         self._ctx: Context | None = None
         self._batch: Batch | None = None
         self._jobs: deque[_EmbedJob] = deque()
@@ -629,11 +630,24 @@ class EmbedBatcher:
     def cancel(self, request_id: str) -> None:
         self._jobs = deque(j for j in self._jobs if j.req.id != request_id)
 
+    @property
+    def n_threads(self) -> int | None:
+        """The embeddings context's threads; None before its first request made it."""
+        return self._ctx.n_threads if self._ctx is not None else None
+
+    def set_threads(self, n: int) -> None:
+        """The worker's share of the cores, for this context too (made lazily: applied then)."""
+        self._threads = n
+        if self._ctx is not None:
+            self._ctx.set_threads(n)
+
     def step(self, out: list[Outbound]) -> None:
         """One decode over as many queued inputs as fit; finished requests go to `out`."""
         if self._ctx is None:
             self._ctx = self._make_context()
             self._batch = Batch(self._ctx.n_batch)
+            if self._threads is not None:
+                self._ctx.set_threads(self._threads)
         ctx, batch = self._ctx, self._batch
         batch.clear()
         placed: list[_EmbedJob] = []  # the job of each sequence id, in order

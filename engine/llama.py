@@ -316,6 +316,10 @@ class Context:
         """Threads of the next decodes (single tokens and prompt batches alike)."""
         llama_cpp.llama_set_n_threads(self.handle, n, n)
 
+    @property
+    def n_threads(self) -> int:
+        return llama_cpp.llama_n_threads(self.handle)
+
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:
         """Drop a sequence's KV in [p0, p1); False when a partial removal is impossible."""
         return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq, p0, p1))

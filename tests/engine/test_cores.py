@@ -1,10 +1,16 @@
-"""How busy workers split the cores: the allotment table and the shared board."""
+"""How busy workers split the cores: the allotment table, the shared board, and the contexts
+that take a worker's share."""
 
 from __future__ import annotations
 
 import pytest
 
+from corral.engine.batching import EmbedBatcher
 from corral.engine.cores import CoreBoard, threads_for
+from corral.engine.llama import Context, Model
+from corral.engine.requests import EmbedRequest, Embeddings
+from tests.ggufs import write_tiny_llama
+from tests.specs import runtime_spec
 
 
 @pytest.mark.parametrize("cores, busy, wanted, threads", [
@@ -40,3 +46,24 @@ def test_all_seats_taken_reuses_the_stalest() -> None:
     first, second = board.claim(), board.claim()
     board.seat(second).busy_step()
     assert board.claim() == first
+
+
+def test_the_embeddings_context_takes_the_worker_s_share(tmp_path) -> None:
+    # The worker sets its share on every context it runs; the embeddings one is made on the first
+    # embedding request, after shares may have changed, so it takes the last share when made.
+    path = write_tiny_llama(tmp_path / "tiny.gguf")
+    model = Model([str(path)], runtime_spec(path, name="tiny", num_ctx=64).load)
+    embedder = EmbedBatcher(model, lambda: Context(model, n_ctx=64, n_batch=64, n_ubatch=64, n_seq_max=2,
+                                                   n_threads=2, unified=True, embeddings=True), limit=64)
+    try:
+        embedder.set_threads(1)
+        assert embedder.n_threads is None
+        out: list = []
+        assert embedder.submit(EmbedRequest("e", ("hello",))) == []
+        embedder.step(out)
+        assert isinstance(out[0], Embeddings) and embedder.n_threads == 1
+        embedder.set_threads(2)
+        assert embedder.n_threads == 2
+    finally:
+        embedder.close()
+        model.close()
