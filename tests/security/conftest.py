@@ -9,59 +9,13 @@ environment value in the body, nothing written outside the store, and the server
 from __future__ import annotations
 
 import os
-import shutil
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
-import pytest
 
-from corral.config.settings import Settings
-from corral.runtime.scheduler import Scheduler, SchedulerSettings
-from corral.server.app import create_app
-from corral.sources.catalog import Catalog
-from corral.sources.stored import Models
-from corral.store.store import Store
-from tests.server.conftest import CPU, FakeServer, fake_store  # noqa: F401  (fake_store: a fixture)
-from tests.server.fakes import ScriptedEngines
-from tests.server.live import LiveServer
-
-Serve = Callable[..., FakeServer]
-
-
-@pytest.fixture
-def serve(tmp_path, fake_store) -> Iterator[Serve]:  # noqa: F811
-    """`serve(**settings)`: a live server over a copy of the fake store (smol, toolsmodel) with
-    those settings; every server started is stopped when the test ends."""
-    with ExitStack() as stack:
-        count = 0
-
-        def start(**fields: Any) -> FakeServer:
-            nonlocal count
-            count += 1
-            settings = Settings(models=tmp_path / f"server{count}" / "models", **fields)
-            shutil.copytree(fake_store, settings.models)
-            store = Store(settings.models)
-            models = Catalog(Models(store, CPU))
-            engines = ScriptedEngines()
-            scheduler = Scheduler(models, SchedulerSettings(keep_alive=settings.keep_alive_seconds,
-                                                            max_loaded_models=settings.max_loaded_models,
-                                                            max_queue=settings.max_queue),
-                                  engine_factory=engines)
-            app = create_app(settings, scheduler=scheduler, models=models, store=store,
-                             name=f"security{count}")
-            server = stack.enter_context(LiveServer(app))
-            client = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
-            return FakeServer(server, client, settings, store, models, scheduler, engines)
-
-        yield start
-
-
-@pytest.fixture
-def fake(serve) -> FakeServer:
-    """A live server with the default settings (listening on loopback)."""
-    return serve()
+# The live server is tests/server's: `serve(**settings)` and `fake` (fake_store: their store).
+from tests.server.conftest import FakeServer, fake, fake_store, serve  # noqa: F401
 
 
 def host_paths(server: FakeServer) -> list[str]:

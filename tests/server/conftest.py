@@ -1,6 +1,6 @@
 """Fixtures of the server tests: a live server over the real runtime with scripted engines.
 
-`fake` runs the real store, model source (compiled from tiny GGUFs) and scheduler; only the
+`fake` (and `serve(**settings)`, for other settings or several servers in one test) runs the real store, model source (compiled from tiny GGUFs) and scheduler; only the
 engines are scripted (tests/server/fakes.py). The tests with the real engine and SmolLM2 are in
 test_end_to_end.py and test_library_reload.py.
 """
@@ -8,9 +8,10 @@ test_end_to_end.py and test_library_reload.py.
 from __future__ import annotations
 
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -75,17 +76,38 @@ def fake_store(tmp_path_factory) -> Path:
     return store.root
 
 
+Serve = Callable[..., FakeServer]
+
+
 @pytest.fixture
-def fake(tmp_path, fake_store) -> Iterator[FakeServer]:
-    """A live server over the real store, models and scheduler, whose engines are scripted."""
-    settings = Settings(models=tmp_path / "models")
-    shutil.copytree(fake_store, settings.models)
-    store = Store(settings.models)
-    models = Catalog(Models(store, CPU))
-    engines = ScriptedEngines()
-    scheduler = Scheduler(models, SchedulerSettings(keep_alive=settings.keep_alive_seconds,
-                                                    max_loaded_models=settings.max_loaded_models,
-                                                    max_queue=settings.max_queue), engine_factory=engines)
-    app = create_app(settings, scheduler=scheduler, models=models, store=store)
-    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-        yield FakeServer(server, client, settings, store, models, scheduler, engines)
+def serve(tmp_path, fake_store) -> Iterator[Serve]:
+    """`serve(**settings)`: a live server over a copy of the fake store (smol, toolsmodel) with
+    those settings; every server started is stopped when the test ends."""
+    with ExitStack() as stack:
+        count = 0
+
+        def start(**fields: Any) -> FakeServer:
+            nonlocal count
+            count += 1
+            settings = Settings(models=tmp_path / f"server{count}" / "models", **fields)
+            shutil.copytree(fake_store, settings.models)
+            store = Store(settings.models)
+            models = Catalog(Models(store, CPU))
+            engines = ScriptedEngines()
+            scheduler = Scheduler(models, SchedulerSettings(keep_alive=settings.keep_alive_seconds,
+                                                            max_loaded_models=settings.max_loaded_models,
+                                                            max_queue=settings.max_queue),
+                                  engine_factory=engines)
+            # A name of its own: a test may run several of these servers side by side.
+            app = create_app(settings, scheduler=scheduler, models=models, store=store, name=f"fake{count}")
+            server = stack.enter_context(LiveServer(app))
+            client = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
+            return FakeServer(server, client, settings, store, models, scheduler, engines)
+
+        yield start
+
+
+@pytest.fixture
+def fake(serve) -> FakeServer:
+    """A live server with the default settings (listening on loopback), its engines scripted."""
+    return serve()
