@@ -28,13 +28,10 @@ from sanic.response import HTTPResponse, json as json_response
 from corral.runtime import inference
 from corral.runtime.inference import Calls, ChatInput, Done, Event, TextEvent, ThinkingEvent
 from corral.runtime.tools import ToolCall
-from corral.server.guard import metered
 from corral.server.errors import BadRequestError, anthropic_body
 from corral.server.anthropic_schemas import Block, CountTokensBody, MessagesBody, TextBlock
-from corral.server.openai_api import _collect as collect  # the chat endpoint's, so both collect alike
 from corral.server.schemas import parse_body
-from corral.server.responses_api import named_event
-from corral.server.streaming import EVENT_STREAM, LazyStream, pump
+from corral.server.translated import named_event, send_events, start_chat, whole
 
 
 def _id(prefix: str) -> str:
@@ -179,25 +176,21 @@ def _head(model: str) -> dict[str, Any]:
 
 async def messages(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, MessagesBody)
-    ctx = request.app.ctx
-    job = chat_input(body)
-    events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
-                                            lambda spec: inference.plan_chat(spec, job)))
+    events = start_chat(request, body.model, chat_input(body))
     if not body.stream:
-        thinking: list[str] = []
-        text, calls, done = await collect(events, thinking)
+        answer = await whole(events)
         content: list[dict[str, Any]] = []
-        if thinking:
-            content.append({"type": "thinking", "thinking": "".join(thinking), "signature": ""})
-        if text:
-            content.append({"type": "text", "text": text})
-        content += [_tool_use(c) for c in calls]
+        if answer.thinking:
+            content.append({"type": "thinking", "thinking": answer.thinking, "signature": ""})
+        if answer.text:
+            content.append({"type": "text", "text": answer.text})
+        content += [_tool_use(c) for c in answer.calls]
+        done = answer.done
         return json_response({**_head(body.model), "content": content,
-                              "stop_reason": _stop_reason(done, bool(calls), body.stop_sequences),
+                              "stop_reason": _stop_reason(done, bool(answer.calls), body.stop_sequences),
                               "stop_sequence": _stop_sequence(done, body.stop_sequences), "usage": _usage(done)})
     stream = MessageEvents(body.model, body.stop_sequences)
-    await pump(LazyStream(request, EVENT_STREAM, {"Cache-Control": "no-cache"}), events, stream.render,
-               lambda e: named_event("error", anthropic_body(e)))
+    await send_events(request, events, stream.render, lambda e: named_event("error", anthropic_body(e)))
     return None
 
 

@@ -22,28 +22,20 @@ from typing import Any
 from sanic import Request
 from sanic.response import HTTPResponse, json as json_response
 
-from corral.runtime import inference
 from corral.runtime.inference import Calls, ChatInput, Done, Event, TextEvent, ThinkingEvent
 from corral.runtime.structured import response_format_to_format
 from corral.runtime.tools import ToolCall
-from corral.server.guard import metered
 from corral.server.errors import BadRequestError, message_of, openai_type, status_of
-# The chat endpoint's own helpers, so both endpoints read effort and collect answers alike.
-from corral.server.openai_api import _EFFORT as EFFORT, _collect as collect
+from corral.server.openai_api import _EFFORT as EFFORT  # the chat endpoint's, so both read effort alike
 from corral.server.responses_schemas import ResponsesBody
 from corral.server.schemas import parse_body
-from corral.server.streaming import EVENT_STREAM, LazyStream, dumps, pump
+from corral.server.translated import named_event, send_events, start_chat, whole
 
 _TEXT_PARTS = ("input_text", "output_text", "text")
 
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
-
-
-def named_event(kind: str, data: dict[str, Any]) -> bytes:
-    """One server-sent event with its type named on an `event:` line."""
-    return f"event: {kind}\ndata: {dumps(data)}\n\n".encode()
 
 
 # -- the request ---------------------------------------------------------------------------------
@@ -216,26 +208,21 @@ class Reply:
 
 async def responses(request: Request) -> HTTPResponse | None:
     body = parse_body(request.body, ResponsesBody)
-    ctx = request.app.ctx
-    job = chat_input(body)
-    events = metered(request, inference.run(ctx.scheduler, ctx.models, body.model, None,
-                                            lambda spec: inference.plan_chat(spec, job)))
+    events = start_chat(request, body.model, chat_input(body))
     reply = Reply(body)
     if not body.stream:
-        thinking: list[str] = []
-        text, calls, done = await collect(events, thinking)
-        status = "incomplete" if done.done_reason == "length" else "completed"
-        if thinking:
-            reply.object["output"].append(_reasoning(_id("rs"), "".join(thinking)))
-        if text or not calls:
-            reply.object["output"].append(_message(_id("msg"), text, status))
+        answer = await whole(events)
+        status = "incomplete" if answer.done.done_reason == "length" else "completed"
+        if answer.thinking:
+            reply.object["output"].append(_reasoning(_id("rs"), answer.thinking))
+        if answer.text or not answer.calls:
+            reply.object["output"].append(_message(_id("msg"), answer.text, status))
         reply.object["output"] += [_function_call(c, json.dumps(c.arguments, ensure_ascii=False), "completed")
-                                   for c in calls]
-        reply.finish(done)
+                                   for c in answer.calls]
+        reply.finish(answer.done)
         return json_response(reply.object)
     stream = ResponseEvents(reply)
-    await pump(LazyStream(request, EVENT_STREAM, {"Cache-Control": "no-cache"}), events, stream.render,
-               stream.error)
+    await send_events(request, events, stream.render, stream.error)
     return None
 
 
