@@ -5,7 +5,9 @@ thinking between the tags, the answer after; when the rendered prompt already en
 opening tag (R1's template, Qwen3-Thinking's) the output starts inside the thinking, and when it
 ends with the closing tag (an empty block: thinking turned off) the output is all answer. And
 gpt-oss's harmony channels: `<|channel|>analysis<|message|>...<|end|>` is thinking, the `final`
-channel (and any other) the answer, the header tokens dropped.
+channel (and any other) the answer, the header tokens dropped. A message addressed to a tool
+(`to=functions.NAME` in its header) is a tool call: it comes out as content in the
+`<tool_call>{"name": ..., "arguments": ...}</tool_call>` form that corral.runtime.tools reads.
 
 `parser_name(spec)` chooses the format: the definition's PARSER, else what the template and the
 architecture show; `supports_thinking(spec)` says whether there is one (both from
@@ -16,6 +18,7 @@ that may be the start of a tag; `finish` gives what is held. Any split gives the
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -143,6 +146,8 @@ class HarmonyParser:
         self.in_header = True
         self.header = ""
         self.channel = ""
+        self.recipient = ""  # the tool a message is addressed to: its text is a call, held whole
+        self.call = ""
         self.buffer = ""
 
     def feed(self, text: str) -> Split:
@@ -155,7 +160,7 @@ class HarmonyParser:
                     return out  # headers are short: hold them whole until their end
                 self.header += self.buffer[:at]
                 self.buffer = self.buffer[at + len(_MESSAGE):]
-                self.channel = _channel(self.header)
+                self.channel, self.recipient = _channel(self.header), _recipient(self.header)
                 self.in_header, self.header = False, ""
                 continue
             at, token = _first_token(self.buffer)
@@ -168,13 +173,28 @@ class HarmonyParser:
             out += self._text(self.buffer[:at])
             self.buffer = self.buffer[at + len(token):]
             if token in _ENDS or token == _START:
+                out += self._end_message()
                 self.in_header = True
             elif token == _CHANNEL:  # a header without its <|start|> (some outputs skip it)
                 self.in_header, self.header = True, _CHANNEL
         return out
 
     def _text(self, text: str) -> Split:
+        if self.recipient:
+            self.call += text
+            return Split()
         return Split(thinking=text) if self.channel == "analysis" else Split(content=text)
+
+    def _end_message(self) -> Split:
+        """The end of a message: a tool call's whole text, as a call block; nothing otherwise."""
+        if not self.recipient:
+            return Split()
+        body, self.call, name, self.recipient = self.call.strip(), "", self.recipient, ""
+        try:
+            arguments = json.loads(body) if body else {}
+        except ValueError:
+            arguments = body  # not JSON: passed on as the arguments' text
+        return Split(content=f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>")
 
     def finish(self) -> Split:
         buf, self.buffer = self.buffer, ""
@@ -182,12 +202,24 @@ class HarmonyParser:
             # Plain text where a header was due is the answer; a header cut off is dropped.
             rest, self.header = self.header + buf, ""
             return Split() if rest.startswith("<|") or not rest.strip() else Split(content=rest)
-        return self._text(buf)
+        # <|call|> ends the generation (an end-of-generation token, so not in the text): a call
+        # still open here is complete.
+        return self._text(buf) + self._end_message()
 
 
 def _first_token(text: str) -> tuple[int, str | None]:
     found = [(text.find(t), t) for t in _HARMONY_TOKENS if t in text]
     return min(found) if found else (-1, None)
+
+
+def _recipient(header: str) -> str:
+    """The tool a harmony header addresses (`to=functions.get_weather` names get_weather; another
+    namespace keeps it: `to=browser.search`), or "" for a message to the user."""
+    found = re.search(r"\bto=([^\s<]+)", header)
+    if not found:
+        return ""
+    name = found.group(1)
+    return name.removeprefix("functions.")
 
 
 def _channel(header: str) -> str:

@@ -55,8 +55,16 @@ HARMONY = [
      "User asks 2+2.", "4"),
     ("<|channel|>final<|message|>Hello!<|return|>", "", "Hello!"),
     ("<|channel|>analysis<|message|>still thinking", "still thinking", ""),
+    # A message to a tool is a call, in the block form the tool parser reads.
     ("<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>commentary to=functions.f "
-     "<|constrain|>json<|message|>{}<|call|>", "a", "{}"),
+     "<|constrain|>json<|message|>{}<|call|>", "a", '<tool_call>{"name": "f", "arguments": {}}</tool_call>'),
+    ('<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>',
+     "", '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'),
+    ('<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city":"Oslo"}',  # <|call|> ended it
+     "", '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'),
+    ("<|channel|>commentary to=browser.search<|message|>not json<|call|>",
+     "", '<tool_call>{"name": "browser.search", "arguments": "not json"}</tool_call>'),
+    ("<|channel|>commentary<|message|>Let me check.<|end|>", "", "Let me check."),  # to the user: text
     ("<|channel|>analysis<|message|>a<|end|><|channel|>final<|message|>b", "a", "b"),  # no <|start|>
     ("plain text, no channels", "", "plain text, no channels"),
     ("<|channel|>analysis<|message|>x < y<|end|><|start|>assistant<|channel|>fin", "x < y", ""),

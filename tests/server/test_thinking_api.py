@@ -101,6 +101,25 @@ def test_harmony_channels_by_parser(fake, tmp_path):
     assert body["message"] == {"role": "assistant", "content": "4", "thinking": "Easy."}
 
 
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+def test_a_harmony_tool_call_reaches_the_client_as_a_call(fake, tmp_path):
+    # gpt-oss addresses a call to the tool in the message header and ends it with <|call|>, an
+    # end-of-generation token, so the text stops before it.
+    define(fake, tmp_path, "oss", "{% if tools %}<|start|>developer<|message|>{{ tools | tojson }}<|end|>{% endif %}"
+           + HARMONY, "PARSER harmony\n")
+    fake.engines.pieces = ["<|channel|>analysis<|message|>Need the weather.<|end|>", "<|start|>assistant",
+                           "<|channel|>commentary to=functions.get_weather <|constrain|>json", "<|message|>",
+                           '{"city": ', '"Paris"}']
+    reply = ollama.Client(host=fake.url).chat(model="oss", messages=USER, tools=[WEATHER], think=True)
+    assert reply.message.thinking == "Need the weather."
+    assert not reply.message.content
+    assert [(c.function.name, dict(c.function.arguments)) for c in reply.message.tool_calls] == [
+        ("get_weather", {"city": "Paris"})]
+
+
 @pytest.mark.parametrize("think", [True, "high"])
 def test_think_on_a_model_without_thinking_is_400(fake, think):
     for path, body in (("/api/chat", {"messages": USER}), ("/api/generate", {"prompt": "Hi"})):
