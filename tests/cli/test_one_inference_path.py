@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from corral.cli.run import LocalSession
+from corral.cli.session import LocalSession
 from corral.compiler.compile import CompileOptions
 from corral.config.settings import Settings
 from corral.dsl import parse_modelfile

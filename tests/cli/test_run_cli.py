@@ -27,7 +27,7 @@ import pytest
 
 from corral.cli import demo
 from corral.cli.client import Client, ClientError, NotFoundError, ServerError, ServerUnreachableError, base_url
-from corral.cli.run import render_stats
+from corral.cli.answers import render_stats
 from corral.runtime.inference import Done
 from corral.cli.running import processor, until
 from corral.store.files import file_sha256

@@ -21,7 +21,7 @@ from corral.cli.client import Client
 from corral.cli.exit import UsageError
 from corral.cli.inputs import extract_images, parse_format, vector_line
 from corral.cli.repl import Repl
-from corral.cli.run import ServerSession
+from corral.cli.session import ServerSession
 from corral.cli.wrap import wrap
 from corral.config.settings import Settings, problems
 from corral.dsl import parse_modelfile

@@ -8,7 +8,8 @@ import io
 import pytest
 
 from corral.cli.exit import UsageError
-from corral.cli.run import ThinkingView, parse_think
+from corral.cli.answers import ThinkingView
+from corral.cli.run import parse_think
 
 
 class Terminal(io.StringIO):

@@ -184,7 +184,7 @@ def test_openai_reasoning_in_history_reaches_the_template(fake, tmp_path):
 def test_the_repl_sets_think_and_nothink_and_shows_the_thinking(thinker, capsys):
     from corral.cli.client import Client
     from corral.cli.repl import Repl
-    from corral.cli.run import ServerSession
+    from corral.cli.session import ServerSession
 
     lines_in = iter(["/set think high", "Hi", "/set nothink", "Hi again", "/bye"])
     with Client(thinker.url) as client:
