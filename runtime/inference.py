@@ -38,6 +38,7 @@ from corral.runtime import truncate
 from corral.runtime.errors import InvalidRequestError, UnsupportedRequestError
 from corral.runtime.scheduler import ModelSource, Scheduler
 from corral.runtime.structured import format_grammar, tool_call_grammar
+from corral.runtime.think_first import pieces, turn_for
 from corral.runtime.thinking import Split, make_parser, parser_name
 from corral.runtime.tools import (ToolCall, ToolStream, functions, messages_without_tools,
                                   template_has_tools)
@@ -332,22 +333,20 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
                                   top_logprobs=plan.top_logprobs, images=plan.images)
         parser = ToolStream(plan.tool_names) if plan.tool_names is not None else None
         thinker = make_parser(plan.thinking, plan.prompt) if plan.thinking else None
+        # A thinking model thinks before its grammar holds it (think_first.py), as in Ollama.
+        turn = turn_for(plan.thinking) if plan.thinking and plan.show_thinking else None
         final: Final | None = None
         produced: list[str] = []
         pending: list[TokenLogprob] = []  # log-probabilities whose text a parser still holds
-        async with aclosing(lease.engine.generate(request)) as items:
+        async with aclosing(pieces(lease.engine, request, thinker, turn)) as items:
             async for item in items:
                 if isinstance(item, Final):
                     final = item
                     continue
-                produced.append(item.text)
+                produced.append(item.raw)
                 pending.extend(item.logprobs)
-                split = thinker.feed(item.text) if thinker else Split(content=item.text)
-                for event in _with_logprobs(_split_events(split, parser, plan.show_thinking), pending):
+                for event in _with_logprobs(_split_events(item.split, parser, plan.show_thinking), pending):
                     yield event
-        if thinker is not None:
-            for event in _split_events(thinker.finish(), parser, plan.show_thinking):
-                yield event
         if parser is not None:
             rest, calls = parser.finish()
             if rest:

@@ -26,7 +26,9 @@ class ScriptedEngines:
     statistics below and `eval_count = len(pieces)`; with `endless` it then waits until it is
     closed. `fail_after` is raised after the first piece. A request for logprobs gets `logprob(i)`
     for piece i, its top alternatives being the piece and then "alt1", "alt2"... each 1.0 lower;
-    `stop_sequence` is the Final's. An embedding is `vector` per input
+    `stop_sequence` is the Final's. With `honour_stops`, a piece that is one of the request's stop
+    strings ends it there, as the real engine's stop matching does (the Final names it and counts
+    the pieces before it); a request with a grammar gets `grammar_pieces` when set. An embedding is `vector` per input
     (scaled to unit length when the request asks for normalized vectors), `tokens_per_input` each.
     """
 
@@ -41,6 +43,8 @@ class ScriptedEngines:
     endless: bool = False
     fail_after: Exception | None = None
     stop_sequence: str | None = None
+    honour_stops: bool = False
+    grammar_pieces: list[str] | None = None
 
     requests: list[GenerateRequest] = field(default_factory=list)
     embedded: list[EmbedRequest] = field(default_factory=list)
@@ -54,9 +58,16 @@ class ScriptedEngines:
     def __call__(self, spec: RuntimeSpec) -> "ScriptedEngine":
         return ScriptedEngine(spec, self)
 
-    def final(self, req: GenerateRequest) -> Final:
+    def final(self, req: GenerateRequest, count: int | None = None, stopped: str | None = None) -> Final:
+        if stopped is not None:
+            return Final(req.id, "stop", self.prompt_eval_count, self.prompt_eval_duration, count or 0,
+                         self.eval_duration, stop_sequence=stopped)
         return Final(req.id, self.done_reason, self.prompt_eval_count, self.prompt_eval_duration,
-                     len(self.pieces), self.eval_duration, stop_sequence=self.stop_sequence)
+                     len(self.pieces) if count is None else count, self.eval_duration,
+                     stop_sequence=self.stop_sequence)
+
+    def pieces_for(self, req: GenerateRequest) -> list[str]:
+        return self.grammar_pieces if req.grammar and self.grammar_pieces is not None else self.pieces
 
     @staticmethod
     def logprob(i: int) -> float:
@@ -65,7 +76,7 @@ class ScriptedEngines:
     def logprobs(self, req: GenerateRequest, i: int) -> tuple[TokenLogprob, ...]:
         if not req.logprobs:
             return ()
-        piece, value = self.pieces[i], self.logprob(i)
+        piece, value = self.pieces_for(req)[i], self.logprob(i)
         alternatives = [(piece, value)] + [(f"alt{j}", value - j) for j in range(1, req.top_logprobs)]
         top = tuple(TopLogprob(t, v, tuple(t.encode())) for t, v in alternatives[: req.top_logprobs])
         return (TokenLogprob(piece, value, tuple(piece.encode()), top),)
@@ -95,16 +106,21 @@ class ScriptedEngine:
         script = self.script
         script.requests.append(req)
         done = False
+        pieces, stopped, count = script.pieces_for(req), None, 0
         try:
-            for i, piece in enumerate(script.pieces):
+            for i, piece in enumerate(pieces):
+                if script.honour_stops and piece in req.stop:
+                    stopped = piece
+                    break
                 yield Chunk(req.id, piece, script.logprobs(req, i))
+                count += 1
                 if i == 0 and script.fail_after is not None:
                     raise script.fail_after
             if script.endless:
                 await asyncio.Event().wait()  # until the stream is closed
             done = True
             script.finished += 1
-            yield script.final(req)
+            yield script.final(req, count, stopped)
         finally:
             if not done:
                 script.closed_early += 1

@@ -120,6 +120,52 @@ def test_a_harmony_tool_call_reaches_the_client_as_a_call(fake, tmp_path):
         ("get_weather", {"city": "Paris"})]
 
 
+# -- format with thinking: the model thinks first, then the grammar holds its answer -----------------
+
+def thinks_then_answers(fake, pieces: list[str]) -> None:
+    fake.engines.honour_stops = True  # the engine ends a generation at a stop string, as the real one
+    fake.engines.pieces = pieces
+    fake.engines.grammar_pieces = ['{"answer": ', "4}"]
+
+
+@pytest.mark.parametrize("fmt", ["json", {"type": "object", "properties": {"answer": {"type": "integer"}}}])
+def test_format_holds_only_the_answer_after_the_thinking(thinker, fmt):
+    thinks_then_answers(thinker, ["<think>\nTwo and two.\n", "</think>", "never generated"])
+    reply = ollama.Client(host=thinker.url).chat(model="thinker", messages=USER, format=fmt)
+    assert (reply.message.thinking, reply.message.content) == ("Two and two.\n", '{"answer": 4}')
+    first, second = thinker.engines.requests
+    assert first.grammar is None and "</think>" in first.stop
+    assert second.grammar is not None and second.prompt == first.prompt + "<think>\nTwo and two.\n</think>\n\n"
+    assert reply.eval_count == 1 + 2  # the thinking's token and the answer's two
+
+
+def test_a_model_that_answers_without_thinking_answers_again_under_the_format(thinker):
+    thinks_then_answers(thinker, ["Sure", ", here it is"])
+    reply = ollama.Client(host=thinker.url).chat(model="thinker", messages=USER, format="json")
+    assert (reply.message.thinking, reply.message.content) == (None, '{"answer": 4}')
+    first, second = thinker.engines.requests
+    assert second.prompt == first.prompt and second.grammar is not None
+
+
+def test_format_with_think_false_is_one_generation_under_the_format(thinker):
+    thinks_then_answers(thinker, ["unused"])
+    body = {"model": "thinker", "messages": USER, "format": "json", "think": False, "stream": False}
+    assert thinker.client.post("/api/chat", json=body).json()["message"]["content"] == '{"answer": 4}'
+    [only] = thinker.engines.requests
+    assert only.grammar is not None
+
+
+def test_harmony_thinks_in_analysis_then_answers_in_final_under_the_format(fake, tmp_path):
+    define(fake, tmp_path, "oss", HARMONY, "PARSER harmony\n")
+    thinks_then_answers(fake, ["<|channel|>analysis<|message|>", "Easy.", "<|end|>", "never generated"])
+    body = {"model": "oss", "messages": USER, "format": "json", "stream": False}
+    message = fake.client.post("/api/chat", json=body).json()["message"]
+    assert (message["thinking"], message["content"]) == ("Easy.", '{"answer": 4}')
+    first, second = fake.engines.requests
+    assert second.prompt == (first.prompt + "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant"
+                             "<|channel|>final<|message|>")
+
+
 @pytest.mark.parametrize("think", [True, "high"])
 def test_think_on_a_model_without_thinking_is_400(fake, think):
     for path, body in (("/api/chat", {"messages": USER}), ("/api/generate", {"prompt": "Hi"})):
