@@ -64,6 +64,8 @@ class BlobDownload:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._open: set[Response] = set()
+        self._pending: deque[Part] = deque()  # parts no thread has taken, in order (under _lock)
+        self._width = 1  # parts fetched at once now (set by the main thread, read by the workers)
 
     def run(self, on_progress: Callable[[int], None]) -> None:
         """Fetch every missing byte; `on_progress(completed)` runs on this thread, every `interval`."""
@@ -76,12 +78,12 @@ class BlobDownload:
             self._run_parts(on_progress)
 
     def _run_parts(self, on_progress: Callable[[int], None]) -> None:
-        pending = deque(p for p in self.partial.parts if p.remaining > 0)
+        pending = self._pending = deque(p for p in self.partial.parts if p.remaining > 0)
         if not pending:
             return
         pool = ThreadPoolExecutor(max_workers=min(self.options.parallel, len(pending)), thread_name_prefix="corral-pull")
         futures: set[Future[None]] = set()
-        width = 1 if self.options.fast_stream > 0 else self.options.parallel  # parts wanted at once
+        self._width = width = 1 if self.options.fast_stream > 0 else self.options.parallel  # parts wanted at once
         finished = threading.Event()
         hasher = threading.Thread(target=self._hash_behind, args=(finished,), name="corral-hash", daemon=True)
         hasher.start()
@@ -89,8 +91,9 @@ class BlobDownload:
         window, window_bytes = saved, self.downloaded
         try:
             while futures or pending:
-                while pending and len(futures) < width:
-                    futures.add(pool.submit(self._fetch_part, pending.popleft()))  # in order: the hash front first
+                with self._lock:
+                    while pending and len(futures) < width:  # in order: the hash front first
+                        futures.add(pool.submit(self._fetch_part, pending.popleft()))
                 done, futures = wait(futures, timeout=self.options.interval, return_when=FIRST_EXCEPTION)
                 for future in done:
                     future.result()
@@ -99,13 +102,14 @@ class BlobDownload:
                 now = time.monotonic()
                 if now - window >= RAMP_WINDOW:
                     if self.downloaded - window_bytes < self.options.fast_stream * (now - window):
-                        width = min(width + 1, self.options.parallel)
+                        self._width = width = min(width + 1, self.options.parallel)
                     window, window_bytes = now, self.downloaded
                 with self._lock:
                     completed = self.partial.completed
                     if done or time.monotonic() - saved >= SAVE_EVERY:
                         self.partial.save()
                         saved = time.monotonic()
+                self.partial.write_back()
                 if completed != last:
                     on_progress(completed)
                     last = completed
@@ -136,15 +140,17 @@ class BlobDownload:
                 finished.wait(0.005)
 
     def _fetch_part(self, part: Part) -> None:
+        """Fetch `part` (and, while it is the only stream, the untouched parts after it), retrying drops."""
+        cursor = [part]  # the part the stream is in; _stream moves it on across a span
         failures = 0
-        while part.remaining > 0 and not (self._stop.is_set() or self.cancel.is_set()):
-            before = part.done
+        while cursor[0].remaining > 0 and not (self._stop.is_set() or self.cancel.is_set()):
+            before = cursor[0], cursor[0].done
             try:
-                self._stream(part)
+                self._stream(cursor)
             except (_Retry, httpx.TransportError, RegistryUnreachableError) as e:
                 if self._stop.is_set():
                     return
-                failures = 1 if part.done > before else failures + 1
+                failures = 1 if (cursor[0], cursor[0].done) != before else failures + 1
                 if failures > self.options.retries:
                     raise BlobTransferError(str(self.partial.digest), f"{_reason(e)} (gave up after "
                                             f"{self.options.retries} retries)") from e
@@ -154,17 +160,38 @@ class BlobDownload:
                     return  # the main thread closed our response on its way out
                 raise
 
-    def _stream(self, part: Part) -> None:
+    def _span_end(self, part: Part) -> int:
+        """Where a request for `part` ends: its own end, or, while one part is fetched at a time, the end
+        of the untouched parts that follow it, so one request (one stream) reads them all."""
+        end = part.end
+        with self._lock:
+            if self._width == 1:
+                for p in self._pending:
+                    if p.start != end or p.done:
+                        break
+                    end = p.end
+        return end
+
+    def _next_in_span(self, part: Part) -> Part | None:
+        """Take the part after `part` for the running stream, unless another thread may have it now."""
+        with self._lock:
+            if self._width == 1 and self._pending and self._pending[0].start == part.end and not self._pending[0].done:
+                return self._pending.popleft()
+        return None
+
+    def _stream(self, cursor: list[Part]) -> None:
         digest, size = self.partial.digest, self.partial.size
-        resp = self.client.open_blob(digest, part.offset, part.end - 1)
+        part = cursor[0]
+        start, end = part.offset, self._span_end(part)
+        resp = self.client.open_blob(digest, start, end - 1)
         with self._lock:
             self._open.add(resp)
         try:
             if resp.status_code == 200:
-                if part.offset != 0 or part.end != size:
+                if start != 0 or end != size:
                     raise _NoRanges()
             elif resp.status_code == 206:
-                expected = f"bytes {part.offset}-{part.end - 1}/"
+                expected = f"bytes {start}-{end - 1}/"
                 if not resp.headers.get("content-range", "").startswith(expected):
                     raise BlobTransferError(str(digest), f"asked for {expected[6:-1]}, the registry sent "
                                             f"{resp.headers.get('content-range')!r}")
@@ -173,18 +200,28 @@ class BlobDownload:
             else:
                 error = self.client.fail(resp, f"pull blob {digest.short}")
                 raise BlobTransferError(str(digest), error.message) from error
-            fd = self.partial.fd
+            fd, at = self.partial.fd, start
             for chunk in _chunks(resp):
-                if len(chunk) > part.remaining:
+                if len(chunk) > end - at:
                     raise BlobTransferError(str(digest), "the registry sent more bytes than were asked for")
-                _pwrite_all(fd, chunk, part.offset)
-                with self._lock:
-                    part.done += len(chunk)
-                    self.downloaded += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    if part.remaining == 0:
+                        nxt = self._next_in_span(part)
+                        if nxt is None:
+                            return  # the parts after it went to other threads: this stream ends here
+                        part = cursor[0] = nxt
+                    n = min(len(view), part.remaining)
+                    _pwrite_all(fd, view[:n], at)
+                    with self._lock:
+                        part.done += n
+                        self.downloaded += n
+                    at += n
+                    view = view[n:]
                 if self._stop.is_set() or self.cancel.is_set():
                     return  # after keeping what arrived
-            if part.remaining > 0:
-                raise _Retry(f"the connection ended {part.remaining} bytes early")
+            if at < end:
+                raise _Retry(f"the connection ended {end - at} bytes early")
         finally:
             with self._lock:
                 self._open.discard(resp)
@@ -196,7 +233,7 @@ def _chunks(resp: Response) -> Iterator[bytes]:
     return resp.iter_raw(READ_SIZE) if isinstance(resp, RawResponse) else resp.iter_raw()
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     written = os.pwrite(fd, data, offset)
     if written < len(data):  # rare for a regular file (a signal, a full disk on the next call)
         view = memoryview(data)

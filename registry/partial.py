@@ -7,8 +7,8 @@ The sidecar records how far each part got; the downloader saves it while bytes m
 a download stops, always after the bytes it claims were written, so a pull started again (another
 process, after a restart, after a SIGKILL) fetches only what is missing. The bytes contiguous from
 the start are hashed while the rest downloads (read back from the page cache, which costs far less
-than the hash itself), and once hashed are handed to the kernel to write to disk, so verifying and
-the final fsync mostly overlap the transfer. `commit` hashes what is left and renames the file to
+than the hash itself), and once hashed are handed to the kernel to write to disk (`write_back`),
+so verifying and the final fsync mostly overlap the transfer. `commit` hashes what is left and renames the file to
 `blobs/sha256-<hex>` only if the sha256 matches; otherwise both partial files are removed and
 DigestMismatchError is raised, so wrong bytes never enter the store. An exclusive flock on the
 partial file keeps two pulls of the same blob (threads or processes) from writing it at once; the
@@ -70,7 +70,7 @@ class PartialBlob:
         self.fd = -1
         self.hasher = hashlib.sha256()  # over bytes [0, hashed): hashed while the rest downloads
         self.hashed = 0
-        self.written_back = 0  # bytes [0, written_back) were handed to the kernel to write to disk
+        self.written_back = 0  # bytes [0, written_back) were handed to the kernel to write (see write_back)
         self.hash_lock = threading.Lock()  # one hasher at a time
         self._buffer = memoryview(bytearray(HASH_CHUNK))  # what the hash reads the file into
 
@@ -143,11 +143,7 @@ class PartialBlob:
         return end
 
     def hash_to(self, end: int, budget: int = 1 << 62) -> None:
-        """Feed bytes [hashed, end) to the running hash, at most `budget` of them now.
-
-        The bytes hashed are then handed to the kernel to write back (they never change again), so
-        the fsync in `commit` finds little left to write instead of the whole blob.
-        """
+        """Feed bytes [hashed, end) to the running hash, at most `budget` of them now."""
         with self.hash_lock:
             stop = min(end, self.hashed + budget)
             buffer = self._buffer
@@ -155,9 +151,18 @@ class PartialBlob:
                                                          self.hashed)):
                 self.hasher.update(buffer[:n])  # hashlib lets go of the GIL: parts keep arriving
                 self.hashed += n
-            if self.hashed > self.written_back:
-                _write_back(self.fd, self.written_back, self.hashed - self.written_back)
-                self.written_back = self.hashed
+
+    def write_back(self) -> None:
+        """Hand the bytes hashed since the last call to the kernel to write to disk (they never change again).
+
+        So the fsync in `commit` finds little left to write instead of the whole blob. The call
+        waits while the disk's queue is full (~0.3 s a GB here), so it is made from the thread that
+        reports progress, never from the hash thread, which it would hold back.
+        """
+        hashed = self.hashed
+        if hashed > self.written_back:
+            _write_back(self.fd, self.written_back, hashed - self.written_back)
+            self.written_back = hashed
 
     def restart_hash(self) -> None:
         with self.hash_lock:
@@ -166,6 +171,7 @@ class PartialBlob:
     def commit(self) -> None:
         """Hash the rest of the finished file; rename it into blobs/ if it matches, else remove it and raise."""
         self.hash_to(self.size)
+        self.write_back()
         got = f"sha256:{self.hasher.hexdigest()}"
         if got != str(self.digest) or self.hashed != self.size:
             self.discard()

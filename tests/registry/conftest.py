@@ -6,6 +6,7 @@ folder, plain http on a free 127.0.0.1 port, no auth); the package's system serv
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import time
@@ -26,10 +27,13 @@ from tests.sealed import free_port
 CPU = CompileOptions(inventory=GpuInventory(reason="no GPU in the test"), memory_bytes=1 << 40)
 BINARY = "docker-registry"
 
-# Small parts and chunks, so a blob of a few hundred KB exercises parallel ranges and PATCH chunks;
-# quick retries and short timeouts, so the hostile cases finish fast.
-SMALL = TransferOptions(min_part_size=64 << 10, max_parts=8, parallel=4, retries=3, retry_delay=0.01,
-                        timeout=10.0, interval=0.02, upload_chunk=128 << 10)
+# Small parts and chunks, so a blob of a few hundred KB exercises parallel ranges and PATCH chunks
+# (parallel parts from the start: no ramp); quick retries and short timeouts, so the hostile cases
+# finish fast.
+SMALL = TransferOptions(min_part_size=64 << 10, max_parts=8, parallel=4, fast_stream=0, retries=3,
+                        retry_delay=0.01, timeout=10.0, interval=0.02, upload_chunk=128 << 10)
+# The same with the default ramp: one stream reads the parts in order, parts join while it is slow.
+STREAM = dataclasses.replace(SMALL, fast_stream=TransferOptions().fast_stream)
 
 CONFIG = """\
 version: 0.1

@@ -16,6 +16,7 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
@@ -56,6 +57,7 @@ class Behaviour:
     token: str = "a-token-for-the-registry"  # what /token hands out, and /v2/ accepts with a realm
     manifest_mode: str = ""  # "huge" (Content-Length), "huge-chunked", "endless"
     patch_drop_at: int | None = None  # once: a PATCH reaching this upload offset keeps the bytes before it, then drops
+    pace: int | None = None  # send blob bytes this many at a time, 10 ms apart (a slow link)
 
 
 class HostileRegistry(LoopbackService):
@@ -237,11 +239,16 @@ class _Handler(ServiceHandler):
             budget = b.drops.pop(0) if b.drops else None
             stall, b.stall_after = b.stall_after, None
         limit = min(x for x in (budget, stall, len(body)) if x is not None)
-        self.wfile.write(body[:limit])
-        self.wfile.flush()
-        with reg.lock:
-            reg.served += limit
-            seen.sent += limit
+        step = b.pace or limit or 1
+        for at in range(0, limit, step):  # counted as sent piece by piece: a client may hang up midway
+            piece = body[at:min(at + step, limit)]
+            self.wfile.write(piece)
+            self.wfile.flush()
+            with reg.lock:
+                reg.served += len(piece)
+                seen.sent += len(piece)
+            if b.pace:
+                time.sleep(0.01)
         if limit == len(body):
             return
         if stall is not None and limit == stall:

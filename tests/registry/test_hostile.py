@@ -20,7 +20,7 @@ from corral.registry.errors import (
 )
 from corral.store.errors import DigestMismatchError
 from corral.store.store import Store
-from tests.registry.conftest import SMALL, files_under
+from tests.registry.conftest import SMALL, STREAM, files_under
 from tests.registry.hostile import MODEL, HostileRegistry, digest_of
 
 WEIGHTS = os.urandom(300_000)  # parts of 64 KiB: five of them
@@ -46,25 +46,34 @@ def blob_files(store: Store) -> list[str]:
     return sorted(p.name for p in store.blobs_dir.iterdir()) if store.blobs_dir.exists() else []
 
 
-def test_a_clean_pull_stores_every_blob_and_the_manifest(registry, tmp_path):
+# Parallel parts from the start: one request a part; the default ramp: one request reads them all.
+MODES = [pytest.param(SMALL, ["bytes=0-65535", "bytes=65536-131071", "bytes=131072-196607", "bytes=196608-262143",
+                              "bytes=262144-299999"], id="parallel"),
+         pytest.param(STREAM, ["bytes=0-299999"], id="one-stream")]
+
+
+@pytest.mark.parametrize("options, ranges", MODES)
+def test_a_clean_pull_stores_every_blob_and_the_manifest(registry, tmp_path, options, ranges):
     store = Store(tmp_path / "models")
-    result = pull(store, f"{registry.host}/library/m", insecure=True, options=SMALL)
+    result = pull(store, f"{registry.host}/library/m", insecure=True, options=options)
     assert store.blob_path(digest_of(WEIGHTS)).read_bytes() == WEIGHTS
     assert result.downloaded == registry.served == len(WEIGHTS) + len(b"Be brief.") + 2
-    assert len(registry.seen(f"/blobs/{digest_of(WEIGHTS)}")) == 5  # parallel ranged parts
+    reads = sorted(registry.seen(f"/blobs/{digest_of(WEIGHTS)}"), key=lambda s: ranged(s)[0])
+    assert [s.headers["Range"] for s in reads] == ranges
     assert all(not name.endswith(("-partial", ".json")) for name in blob_files(store))
-    again = pull(store, f"{registry.host}/library/m", insecure=True, options=SMALL)
+    again = pull(store, f"{registry.host}/library/m", insecure=True, options=options)
     assert again.downloaded == 0 and again.digest == result.digest
 
 
-def test_a_dropped_connection_resumes_where_it_broke(registry, tmp_path):
+@pytest.mark.parametrize("options, ranges", MODES)
+def test_a_dropped_connection_resumes_where_it_broke(registry, tmp_path, options, ranges):
     registry.behaviour.drops = [10_000, 20_000, 5]
     store = Store(tmp_path / "models")
-    pull(store, f"{registry.host}/library/m", insecure=True, options=SMALL)
+    pull(store, f"{registry.host}/library/m", insecure=True, options=options)
     assert store.blob_path(digest_of(WEIGHTS)).read_bytes() == WEIGHTS
     weights = registry.seen(f"/blobs/{digest_of(WEIGHTS)}")
     assert sum(s.sent for s in weights) == len(WEIGHTS)  # no byte fetched twice
-    assert len(weights) == 5 + 3  # each drop cost one more request...
+    assert len(weights) == len(ranges) + 3  # each drop cost one more request...
     starts = {ranged(s)[0] for s in weights}
     dropped = [s for s in weights if s.sent < ranged(s)[1] - ranged(s)[0] + 1]
     assert len(dropped) == 3
@@ -168,13 +177,14 @@ def test_plain_http_needs_insecure(registry, tmp_path):
     assert registry.requests == []
 
 
-def test_a_redirect_to_another_host_gets_no_credentials(registry, other, tmp_path):
+@pytest.mark.parametrize("options", [SMALL, STREAM], ids=["parallel", "one-stream"])
+def test_a_redirect_to_another_host_gets_no_credentials(registry, other, tmp_path, options):
     registry.behaviour.basic = BASIC
     registry.behaviour.redirect_blobs = other.url
     other.blobs.update(registry.blobs)
     credentials = Credentials({registry.host: Credential(username="me", password="secret")})
     store = Store(tmp_path / "models")
-    pull(store, f"{registry.host}/library/m", insecure=True, credentials=credentials, options=SMALL)
+    pull(store, f"{registry.host}/library/m", insecure=True, credentials=credentials, options=options)
     assert store.blob_path(digest_of(WEIGHTS)).read_bytes() == WEIGHTS
     assert other.seen("/storage/") and all("Authorization" not in s.headers for s in other.requests)
     assert all(s.headers.get("Authorization") == BASIC for s in registry.seen("/v2/library/m/blobs/"))
@@ -209,10 +219,11 @@ def test_credentials_of_another_host_are_never_sent(registry, tmp_path):
     assert all("Authorization" not in s.headers for s in registry.requests)
 
 
-def test_a_registry_that_ignores_ranges_is_read_in_one_piece(registry, tmp_path):
+@pytest.mark.parametrize("options", [SMALL, STREAM], ids=["parallel", "one-stream"])
+def test_a_registry_that_ignores_ranges_is_read_in_one_piece(registry, tmp_path, options):
     registry.behaviour.ignore_ranges = True
     store = Store(tmp_path / "models")
-    pull(store, f"{registry.host}/library/m", insecure=True, options=SMALL)
+    pull(store, f"{registry.host}/library/m", insecure=True, options=options)
     assert store.blob_path(digest_of(WEIGHTS)).read_bytes() == WEIGHTS
 
 

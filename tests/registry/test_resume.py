@@ -17,7 +17,7 @@ from corral.registry import pull
 from corral.registry.errors import TransferCancelledError
 from corral.registry.events import ProgressEvent
 from corral.store.store import Store
-from tests.registry.conftest import SMALL
+from tests.registry.conftest import SMALL, STREAM
 from tests.registry.hostile import MODEL, HostileRegistry, digest_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,18 +50,19 @@ def interrupt_when_stalled(registry: HostileRegistry, error: BaseException):
     return progress
 
 
+@pytest.mark.parametrize("options", [SMALL, STREAM], ids=["parallel", "one-stream"])
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("the caller's own failure")])
-def test_an_interrupted_pull_resumes_from_its_partial_file(registry, tmp_path, error):
+def test_an_interrupted_pull_resumes_from_its_partial_file(registry, tmp_path, error, options):
     store = Store(tmp_path / "models")
     name = f"{registry.host}/library/m"
     with pytest.raises(type(error)):
-        pull(store, name, insecure=True, options=SMALL, progress=interrupt_when_stalled(registry, error))
+        pull(store, name, insecure=True, options=options, progress=interrupt_when_stalled(registry, error))
     first, had = registry.sent(digest_of(WEIGHTS)), recorded(store)
     # Everything that had arrived is kept (a part whose request was still in flight may lose that much).
     assert STALL <= had <= first < len(WEIGHTS)
     assert not store.has_blob(digest_of(WEIGHTS)) and not store.has_model(name)
     registry.release.set()
-    result = pull(store, name, insecure=True, options=SMALL)
+    result = pull(store, name, insecure=True, options=options)
     assert registry.sent(digest_of(WEIGHTS)) - first == len(WEIGHTS) - had  # only what was missing
     assert result.downloaded == len(WEIGHTS) - had + 2  # and the config blob
     assert store.blob_path(digest_of(WEIGHTS)).read_bytes() == WEIGHTS and not sidecar(store).exists()
