@@ -11,8 +11,9 @@ bytes in a temporary store, pushes it with corral.registry.push, then, in this o
    going first alternating. The blob was just pushed, so the registry reads it from a warm page
    cache for both. Each pull runs in a subprocess whose resident memory is sampled every 10 ms; its
    time runs from the call to pull() to its return (manifest, download, verification, fsync and
-   manifest write included), curl's is its own `time_total` (curl neither hashes nor fsyncs; the
-   fsync of its file is timed apart and shown as "curl+fsync"). Prints the median pull throughput
+   manifest write included; the modules it uses, httpx's lazy ones too, are imported before),
+   curl's is its own `time_total` (curl neither hashes nor fsyncs; the fsync of its file is timed
+   apart and shown as "curl+fsync"). Prints the median pull throughput
    as a ratio to curl's median (target >= 0.8), the median of the runs' paired ratios, the CPU
    seconds each spent per GB (the process's and the registry's: a figure other load on the machine
    moves less than wall time), the load average, and the largest growth of resident memory over
@@ -59,9 +60,11 @@ MB = 1 << 20
 PULL = """
 import json, sys, time
 from pathlib import Path
+import httpx
 from corral.registry import pull
 from corral.store.store import Store
 store, name = Store(Path(sys.argv[1])), sys.argv[2]
+httpx.Client().close()  # httpx imports httpcore's backends on its first client (~0.1 s): import time, not pull time
 print("ready", flush=True)
 sys.stdin.readline()
 start = time.perf_counter()

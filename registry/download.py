@@ -1,10 +1,11 @@
 """Downloading one blob into the store: parallel ranged parts, resumable, verified before it enters.
 
-A blob is cut into parts (`Range: bytes=a-b`, corral.registry.partial), fetched by up to a few
-threads at once (or in order by one thread while the bytes arrive fast, when
-TransferOptions.fast_stream is set), and written in place with pwrite, so memory stays flat
-whatever the size. Bodies are read through corral.registry.rawhttp: one recv of up to 1 MiB a
-read, written as it came, which is what lets Python keep up with curl. The sidecar is saved five
+A blob is cut into parts (`Range: bytes=a-b`, corral.registry.partial) and written in place with
+pwrite, so memory stays flat whatever the size. While the bytes arrive fast
+(TransferOptions.fast_stream) one stream reads the untouched parts in order with one request;
+each half second slower than that lets one more thread take the next part, up to `parallel`, and
+the stream stops at the end of its part once the next one is taken. Bodies are read through
+corral.registry.rawhttp: one recv of up to 1 MiB a read, written as it came. The sidecar is saved five
 times a second while bytes move and whenever the download stops (an error, Ctrl-C, a cancel),
 always after the bytes it claims were written, so a dropped connection is retried from where it
 broke and a pull started again fetches only what is missing. A part that fails is retried with
@@ -12,9 +13,10 @@ exponential backoff; any progress resets its count. A registry that ignores Rang
 sequential download from the start.
 
 The threads that receive only receive and write; a hash thread follows the bytes contiguous from
-the start, reading them back from the page cache, so on two cores hashing runs beside receiving
-instead of after it. `PartialBlob.commit` then hashes whatever is left and renames the file into
-blobs/ only if the sha256 matches.
+the start, reading them back from the page cache (what is hashed is what lies in the file, for
+~0.05 s/GB of copying), so on two cores hashing runs beside receiving instead of after it.
+`PartialBlob.commit` then hashes whatever is left and renames the file into blobs/ only if the
+sha256 matches.
 """
 
 from __future__ import annotations

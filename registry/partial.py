@@ -8,11 +8,11 @@ a download stops, always after the bytes it claims were written, so a pull start
 process, after a restart, after a SIGKILL) fetches only what is missing. The bytes contiguous from
 the start are hashed while the rest downloads (read back from the page cache, which costs far less
 than the hash itself), and once hashed are handed to the kernel to write to disk (`write_back`),
-so verifying and the final fsync mostly overlap the transfer. `commit` hashes what is left and renames the file to
-`blobs/sha256-<hex>` only if the sha256 matches; otherwise both partial files are removed and
-DigestMismatchError is raised, so wrong bytes never enter the store. An exclusive flock on the
-partial file keeps two pulls of the same blob (threads or processes) from writing it at once; the
-second finds the blob done.
+so verifying and the final fsync mostly overlap the transfer. `commit` hashes what is left and
+renames the file to `blobs/sha256-<hex>` only if the sha256 matches; otherwise both partial files
+are removed and DigestMismatchError is raised, so wrong bytes never enter the store. An exclusive
+flock on the partial file keeps two pulls of the same blob (threads or processes) from writing it
+at once; the second finds the blob done.
 """
 
 from __future__ import annotations
