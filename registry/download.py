@@ -5,8 +5,8 @@ pwrite, so memory stays flat whatever the size. While the bytes arrive fast
 (TransferOptions.fast_stream) one stream reads the untouched parts in order with one request;
 each half second slower than that lets one more thread take the next part, up to `parallel`, and
 the stream stops at the end of its part once the next one is taken. Bodies are read through
-corral.registry.rawhttp: one recv of up to 1 MiB a read, written as it came. The sidecar is saved five
-times a second while bytes move and whenever the download stops (an error, Ctrl-C, a cancel),
+corral.registry.rawhttp: one recv of up to 1 MiB a read, written as it came. The sidecar is saved
+twenty times a second while bytes move and whenever the download stops (an error, Ctrl-C, a cancel),
 always after the bytes it claims were written, so a dropped connection is retried from where it
 broke and a pull started again fetches only what is missing. A part that fails is retried with
 exponential backoff; any progress resets its count. A registry that ignores Range gets one
@@ -21,6 +21,7 @@ sha256 matches.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -39,7 +40,10 @@ from corral.registry.rawhttp import READ_SIZE, RawResponse
 
 __all__ = ["BlobDownload", "Part", "PartialBlob", "TransferOptions", "plan_parts"]
 
-SAVE_EVERY = 0.2  # seconds between sidecar saves while bytes move (what a killed pull keeps)
+log = logging.getLogger(__name__)
+
+TICK = 0.05  # seconds between the main thread's rounds: sidecar saves and write-back hints
+SAVE_EVERY = 0.05  # seconds between sidecar saves while bytes move (a killed pull loses what came after)
 HASH_AHEAD = 16 << 20  # the most bytes the hash thread takes at a time (then it looks again)
 HASH_BATCH = 1 << 20  # while bytes still arrive, the hash thread waits until this many are new
 RAMP_WINDOW = 0.5  # seconds over which a download's speed is judged before another part joins
@@ -90,21 +94,24 @@ class BlobDownload:
         hasher = threading.Thread(target=self._hash_behind, args=(finished,), name="corral-hash", daemon=True)
         hasher.start()
         last, saved = -1, time.monotonic()
-        window, window_bytes = saved, self.downloaded
+        reported = window = saved
+        window_bytes = self.downloaded
         try:
             while futures or pending:
                 with self._lock:
                     while pending and len(futures) < width:  # in order: the hash front first
                         futures.add(pool.submit(self._fetch_part, pending.popleft()))
-                done, futures = wait(futures, timeout=self.options.interval, return_when=FIRST_EXCEPTION)
+                done, futures = wait(futures, timeout=min(TICK, self.options.interval), return_when=FIRST_EXCEPTION)
                 for future in done:
                     future.result()
                 if self.cancel.is_set():
                     raise TransferCancelledError("pull")
                 now = time.monotonic()
                 if now - window >= RAMP_WINDOW:
-                    if self.downloaded - window_bytes < self.options.fast_stream * (now - window):
-                        self._width = width = min(width + 1, self.options.parallel)
+                    speed = (self.downloaded - window_bytes) / (now - window)
+                    if speed < self.options.fast_stream and width < self.options.parallel:
+                        self._width = width = width + 1
+                        log.debug("%s: %.0f MB/s, %d parts at once now", self.partial.digest.short, speed / 1e6, width)
                     window, window_bytes = now, self.downloaded
                 with self._lock:
                     completed = self.partial.completed
@@ -112,9 +119,9 @@ class BlobDownload:
                         self.partial.save()
                         saved = time.monotonic()
                 self.partial.write_back()
-                if completed != last:
+                if completed != last and (done or now - reported >= self.options.interval):
                     on_progress(completed)
-                    last = completed
+                    last, reported = completed, now
         except BaseException:
             self._stop.set()
             with self._lock:
@@ -146,13 +153,13 @@ class BlobDownload:
         cursor = [part]  # the part the stream is in; _stream moves it on across a span
         failures = 0
         while cursor[0].remaining > 0 and not (self._stop.is_set() or self.cancel.is_set()):
-            before = cursor[0], cursor[0].done
+            before, done = cursor[0], cursor[0].done
             try:
                 self._stream(cursor)
             except (_Retry, httpx.TransportError, RegistryUnreachableError) as e:
                 if self._stop.is_set():
                     return
-                failures = 1 if (cursor[0], cursor[0].done) != before else failures + 1
+                failures = 1 if cursor[0] is not before or cursor[0].done > done else failures + 1
                 if failures > self.options.retries:
                     raise BlobTransferError(str(self.partial.digest), f"{_reason(e)} (gave up after "
                                             f"{self.options.retries} retries)") from e

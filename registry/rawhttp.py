@@ -27,6 +27,7 @@ import httpx
 
 READ_SIZE = 1 << 20  # the most one read returns: what one recv gives, and never more than this
 DRAIN_LIMIT = 64 << 10  # an unread body this small (a redirect's) is read, to keep its connection
+DRAIN_TIMEOUT = 1.0  # seconds the drain may wait for those bytes before the connection is dropped
 IDLE_PER_ORIGIN = 8  # kept-alive connections held per scheme, host and port
 
 Key = tuple[str, str, int]
@@ -135,12 +136,18 @@ class RawTransport:
 
     def _checkin(self, key: Key, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
         """Keep the connection when its response was read to the end (or nearly), else close it."""
+        left = response.length
         try:
-            left = response.length
             if not response.isclosed() and not response.chunked and left is not None and left <= DRAIN_LIMIT:
+                if conn.sock is not None:
+                    conn.sock.settimeout(DRAIN_TIMEOUT)
                 response.read()
+                if conn.sock is not None:
+                    conn.sock.settimeout(self.timeout)
         except (OSError, http.client.HTTPException):
-            pass
+            response.close()
+            conn.close()
+            return
         keep = response.isclosed() and conn.sock is not None and not response.will_close
         response.close()
         if keep:

@@ -99,7 +99,7 @@ def test_a_pull_in_a_process_that_dies_resumes_in_the_next(registry, tmp_path, s
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        # The sidecar is saved about once a second: wait until it records all that was sent.
+        # The sidecar is saved many times a second: wait until it records all that was sent.
         while not (registry.stalled.is_set() and sidecar(store).exists()
                    and recorded(store) == registry.sent(digest_of(WEIGHTS))):
             assert process.poll() is None, process.stderr.read().decode()
