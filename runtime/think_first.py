@@ -101,15 +101,8 @@ async def pieces(engine: Engine, request: GenerateRequest, thinker: ThinkingPars
         sampling=replace(request.sampling, num_predict=budget - used if budget > 0 else budget))
     if opening:
         yield Piece(opening, Split())
-    last: Final | None = None
-    async with aclosing(engine.generate(second)) as items:
-        async for item in items:
-            if isinstance(item, Final):
-                last = item
-                continue
-            yield Piece(item.text, Split(content=item.text), item.logprobs)
-    if last is not None:
-        yield _added(final, last) if final is not None else last
+    async for item in _plain(engine, second, None):
+        yield _added(final, item) if isinstance(item, Final) and final is not None else item
 
 
 async def _plain(engine: Engine, request: GenerateRequest,
