@@ -58,6 +58,8 @@ class Behaviour:
     manifest_mode: str = ""  # "huge" (Content-Length), "huge-chunked", "endless"
     patch_drop_at: int | None = None  # once: a PATCH reaching this upload offset keeps the bytes before it, then drops
     pace: int | None = None  # send blob bytes this many at a time, 10 ms apart (a slow link)
+    chunked: bool = False  # send blob bodies with Transfer-Encoding: chunked, without a length
+    extra: bytes = b""  # sent after a blob body's bytes, as part of the body
 
 
 class HostileRegistry(LoopbackService):
@@ -227,14 +229,19 @@ class _Handler(ServiceHandler):
         ranged = match is not None and not b.ignore_ranges
         if ranged:
             start, end = int(match.group(1)), min(int(match.group(2)), len(data) - 1)
-        body = data[start:end + 1]
+        body = data[start:end + 1] + b.extra
         self.send_response(206 if ranged else 200)
-        self.send_header("Content-Length", str(len(body)))
+        if b.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body)))
         if ranged:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()
         if self.command == "HEAD":
             return
+        if b.chunked:  # whole, in pieces of 50,000 (drops and stalls are for bodies with a length)
+            return self._chunked(body, seen)
         with reg.lock:
             budget = b.drops.pop(0) if b.drops else None
             stall, b.stall_after = b.stall_after, None
@@ -259,6 +266,16 @@ class _Handler(ServiceHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def _chunked(self, body: bytes, seen: Seen) -> None:
+        for at in range(0, len(body), 50_000):
+            piece = body[at:at + 50_000]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        with self.owner.lock:
+            self.owner.served += len(body)
+            seen.sent += len(body)
 
 
 def stalling_at_half(weights: bytes, repo_tag: str = "ns/m:1") -> HostileRegistry:

@@ -11,6 +11,7 @@ import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from corral.registry import pull
 from corral.registry.errors import BlobTransferError
+from corral.registry.rawhttp import RawTransport
 from corral.store.store import Store
 from tests.loopback import LoopbackService, ServiceHandler
 from tests.registry.conftest import SMALL, STREAM
@@ -173,3 +175,50 @@ def test_a_proxy_in_the_environment_carries_blob_reads_unless_no_proxy_says_othe
     else:
         assert blob_reads and all(u.startswith(f"http://{registry.host}/v2/library/m/") for u in blob_reads)
         assert len(blob_reads) == len(registry.seen(f"/blobs/{digest_of(WEIGHTS)}"))  # each read went through it
+
+
+# -- framing -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [SMALL, STREAM], ids=["parallel", "one-stream"])
+def test_chunked_blob_bodies_are_read_whole(tmp_path, options):
+    with HostileRegistry() as registry:
+        registry.add_model("library/m:latest", [(MODEL, WEIGHTS)])
+        registry.behaviour.chunked = True
+        store = Store(tmp_path / "models")
+        pull(store, f"{registry.host}/library/m", insecure=True, options=options)
+    assert store.blob_path(digest_of(WEIGHTS)).read_bytes() == WEIGHTS
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize("options", [SMALL, STREAM], ids=["parallel", "one-stream"])
+def test_a_body_longer_than_the_range_asked_for_is_refused(tmp_path, options, chunked):
+    with HostileRegistry() as registry:
+        registry.add_model("library/m:latest", [(MODEL, WEIGHTS)])
+        registry.behaviour.chunked = chunked
+        registry.behaviour.extra = b"\0" * 100_000
+        store = Store(tmp_path / "models")
+        with pytest.raises(BlobTransferError, match="sent more bytes than were asked for"):
+            pull(store, f"{registry.host}/library/m", insecure=True, options=options)
+    assert not store.has_blob(digest_of(WEIGHTS)) and not store.has_model(f"{registry.host}/library/m")
+
+
+class _ClosesQuietly(ServiceHandler):
+    """Answers every GET, then closes the connection without saying so (no `Connection: close`)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._send(200, b"answer", {})
+        self.close_connection = True
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_not_failed():
+    with LoopbackService(_ClosesQuietly) as service:
+        transport = RawTransport(ssl.create_default_context(), timeout=10, connect_timeout=10)
+        try:
+            for _ in range(3):
+                resp = transport.send("GET", httpx.URL(f"{service.url}/x"), {})
+                assert (resp.status_code, b"".join(resp.iter_raw())) == (200, b"answer")
+                resp.close()  # read to its end: kept for the next request, which finds it closed
+        finally:
+            transport.close()
