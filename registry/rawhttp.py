@@ -160,8 +160,11 @@ class RawTransport:
 
 
 def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: the server's EOF (or bytes nobody asked for)."""
     try:
-        return bool(select.select([sock], [], [], 0)[0])
+        poller = select.poll()  # not select(): it refuses descriptors past 1024, which a busy server has
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
 
