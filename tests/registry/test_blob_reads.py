@@ -1,5 +1,6 @@
 """How blob bytes are read: one stream that hands parts on when it is slow, TLS verified on every
-hop of a blob read, and a proxy from the environment honoured."""
+hop of a blob read, a proxy from the environment honoured, bodies framed either way (a length,
+chunks) and no longer than asked for, and kept-alive connections replaced when the server closed them."""
 
 from __future__ import annotations
 
