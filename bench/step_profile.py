@@ -78,7 +78,7 @@ def first_token(rounds: int) -> None:
     from corral.engine import process
     from corral.server.app import create_app
     from tests.server.live import LiveServer
-    from tests.server.test_end_to_end import make_store
+    from tests.server.smol import smol_store as make_store
 
     marks: dict[str, float] = {}
     submit, dispatch = process.Engine._submit, process.Engine._dispatch

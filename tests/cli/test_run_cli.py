@@ -34,6 +34,7 @@ from corral.store.files import file_sha256
 from corral.store.manifest import MediaType
 from corral.store.store import Store
 from tests.sealed import free_port, sealed_environment
+from tests.serving import corral_serve
 from tests.vision import write_projector
 
 model = pytest.mark.model  # the tests that run SmolLM2
@@ -260,22 +261,8 @@ def test_repl_ctrl_c_stops_the_answer_and_keeps_the_session(env):
 def server(home: Path, env: dict[str, str]):
     """`corral serve` over the same store, on another free port; yields its environment."""
     served = environment(home, home / "models", free_port())
-    log = (home / "serve.log").open("w")
-    proc = subprocess.Popen([corral_script(), "serve"], env=served, stdout=log, stderr=subprocess.STDOUT)
-    with Client(served["CORRAL_HOST"]) as client:
-        deadline = time.monotonic() + 60
-        while not client.is_running():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"corral serve did not start:\n{(home / 'serve.log').read_text()}")
-            time.sleep(0.2)
-    yield served
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with corral_serve(corral_script(), served, home / "serve.log"):
+        yield served
 
 
 @model

@@ -10,19 +10,17 @@ from __future__ import annotations
 import os
 import pty
 import re
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from corral.cli.client import Client
 from corral.store.names import parse
 from corral.store.store import Store
 from tests.cli.test_run_cli import corral, corral_script
 from tests.registry.conftest import make_model
 from tests.sealed import free_port, sealed_environment
+from tests.serving import corral_serve
 
 model = pytest.mark.model  # the tests that run SmolLM2
 QUESTION = "What is the capital of France?"
@@ -170,14 +168,7 @@ def test_run_pulls_a_model_only_the_registry_has_then_answers(smol_pushed, tmp_p
 def test_run_through_a_server_pulls_into_the_servers_store(smol_pushed, tmp_path, docker_registry):
     served = environment(tmp_path / "server", CORRAL_HOST=f"127.0.0.1:{free_port()}",
                          CORRAL_REGISTRY=docker_registry.host)
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([corral_script(), "serve"], env=served, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with Client(served["CORRAL_HOST"]) as client:
-            deadline = time.monotonic() + 60
-            while not client.is_running():
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(0.2)
+    with corral_serve(corral_script(), served, tmp_path / "serve.log"):
         elsewhere = {**served, "CORRAL_MODELS": str(tmp_path / "empty-store"), "CORRAL_REGISTRY": "127.0.0.1:9"}
         done = corral(elsewhere, "run", "smol-pushed:v1", QUESTION, "--insecure")
         assert done.returncode == 0, done.stderr
@@ -189,10 +180,3 @@ def test_run_through_a_server_pulls_into_the_servers_store(smol_pushed, tmp_path
         assert missing.returncode == 1
         assert missing.stderr.splitlines()[:2] == ["pulling manifest",
                                                    "error: pull model manifest: file does not exist"]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()

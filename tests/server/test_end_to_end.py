@@ -18,13 +18,10 @@ import ollama
 import openai
 import pytest
 
-from corral.dsl import parse_modelfile
-from corral.store.create import create_model
-from corral.store.store import Store
 from corral.server.app import create_app
 from corral.config.settings import Settings
 from tests.server.live import LiveServer
-from tests.specs import cpu_options
+from tests.server.smol import smol_store
 
 pytestmark = pytest.mark.model
 
@@ -34,19 +31,11 @@ WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
                    "required": ["city"]}}}
-CPU = cpu_options(num_parallel=4)
-
-
-def make_store(root: Path, gguf: Path) -> Path:
-    """A store holding SmolLM2 as `smol` (num_ctx 2048, so four slots stay small)."""
-    definition = parse_modelfile(f"FROM {gguf}\nPARAMETER num_ctx 2048\n", str(root / "Modelfile")).definition
-    create_model(Store(root / "models"), MODEL, definition, base_dir=root, options=CPU)
-    return root / "models"
 
 
 @pytest.fixture(scope="session")
 def store_root(tmp_path_factory, smollm2_gguf) -> Path:
-    return make_store(tmp_path_factory.mktemp("e2e"), smollm2_gguf)
+    return smol_store(tmp_path_factory.mktemp("e2e"), smollm2_gguf)
 
 
 @pytest.fixture(scope="session")

@@ -8,19 +8,14 @@ writes in the middle is not checked; `context` is, with SmolLM2: the second call
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ollama
 import pytest
 
 from corral.compiler.fim import FimTokens, fim_from_vocabulary
-from corral.config.settings import Settings
 from corral.dsl import parse_modelfile
-from corral.server.app import create_app
 from corral.store.create import create_model
-from corral.store.store import Store
 from tests.ggufs import TinyLlama, write_tiny_llama
-from tests.server.live import LiveServer
+from tests.server.smol import serving_smol
 from tests.specs import cpu_options
 
 QWEN = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
@@ -90,10 +85,7 @@ def test_generate_returns_a_context_and_prepends_the_one_it_is_given(fake):
 
 @pytest.mark.model
 def test_a_second_generate_with_the_first_ones_context_continues_it(tmp_path, smollm2_gguf):
-    root: Path = tmp_path
-    definition = parse_modelfile(f"FROM {smollm2_gguf}\nPARAMETER num_ctx 2048\n", str(root / "Modelfile")).definition
-    create_model(Store(root / "models"), "smol", definition, base_dir=root, options=cpu_options(num_parallel=1))
-    with LiveServer(create_app(Settings(models=root / "models", num_parallel=1), name="corral_context")) as live:
+    with serving_smol(tmp_path, smollm2_gguf, "corral_context") as live:
         client = ollama.Client(host=live.url, timeout=600)
         greedy = {"temperature": 0, "num_predict": 16}
         first = client.generate(model="smol", prompt="My name is Ada. Remember it.", options=greedy)

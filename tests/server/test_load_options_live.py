@@ -4,19 +4,12 @@ answered by a worker loaded with 4096, beside the 2048 one, whose stream goes on
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import httpx
 import ollama
 import pytest
 
-from corral.config.settings import Settings
-from corral.dsl import parse_modelfile
-from corral.server.app import create_app
-from corral.store.create import create_model
-from corral.store.store import Store
-from tests.server.live import LiveServer
-from tests.specs import cpu_options
+from tests.server.smol import serving_smol
 
 pytestmark = pytest.mark.model
 
@@ -25,11 +18,8 @@ MODEL = "smol"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, smollm2_gguf):
-    root: Path = tmp_path_factory.mktemp("load-options")
-    definition = parse_modelfile(f"FROM {smollm2_gguf}\nPARAMETER num_ctx 2048\n", str(root / "Modelfile")).definition
-    create_model(Store(root / "models"), MODEL, definition, base_dir=root, options=cpu_options(num_parallel=1))
-    with LiveServer(create_app(Settings(models=root / "models", num_parallel=1, keep_alive="-1"),
-                               name="corral_load_options")) as live:
+    with serving_smol(tmp_path_factory.mktemp("load-options"), smollm2_gguf, "corral_load_options",
+                      keep_alive="-1") as live:
         yield live
 
 

@@ -264,7 +264,7 @@ def test_kv_cache_usage_is_the_workers_last_report(fake):
 def test_a_real_model_scraped_after_two_generations(tmp_path, smollm2_gguf):
     import ollama
 
-    from tests.server.test_end_to_end import make_store
+    from tests.server.smol import smol_store as make_store
 
     store = make_store(tmp_path, smollm2_gguf)
     app = create_app(Settings(models=store, num_parallel=2, keep_alive="-1"), name="corral_metrics_e2e")

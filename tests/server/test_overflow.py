@@ -5,19 +5,11 @@ a generation that fills the window shifts and goes on (the default), or stops wi
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import ollama
 import pytest
 
-from corral.config.settings import Settings
-from corral.dsl import parse_modelfile
-from corral.server.app import create_app
-from corral.store.create import create_model
-from corral.store.store import Store
-from tests.server.live import LiveServer
-from tests.specs import cpu_options
+from tests.server.smol import serving_smol
 
 pytestmark = pytest.mark.model
 
@@ -49,11 +41,7 @@ def history(turns: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, smollm2_gguf):
-    root: Path = tmp_path_factory.mktemp("overflow")
-    definition = parse_modelfile(f"FROM {smollm2_gguf}\nPARAMETER num_ctx 2048\n", str(root / "Modelfile")).definition
-    create_model(Store(root / "models"), MODEL, definition, base_dir=root, options=cpu_options(num_parallel=1))
-    with LiveServer(create_app(Settings(models=root / "models", num_parallel=1, keep_alive="-1"),
-                               name="corral_overflow")) as live:
+    with serving_smol(tmp_path_factory.mktemp("overflow"), smollm2_gguf, "corral_overflow", keep_alive="-1") as live:
         yield live
 
 
