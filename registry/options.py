@@ -18,10 +18,10 @@ class TransferOptions:
     # One stream at a time while the bytes arrive at least this fast (bytes a second): one request
     # reads the untouched parts in order; each RAMP_WINDOW slower than that lets one more part join,
     # up to `parallel` (a link of under ~2 Gbit/s, or a slow storage host, gets parallel parts
-    # within a second or two). 0: `parallel` parts from the start. On loopback (a shared 2-core
-    # machine, 1 GB, interleaved) one stream took 1.39 s and four parts 1.99 s, curl 1.18 s: a
-    # request per part cost the registry ~0.1 s of CPU more, and four receiving threads the pull
-    # ~0.1 s more, on cores the hash needs.
+    # within a second or two). 0: `parallel` parts from the start. On loopback (a quiet 2-core
+    # machine, 1 GB, interleaved medians) one stream took 0.77 s and four parts 1.06 s, curl
+    # 0.81 s: a request per part cost the registry ~0.1 s of CPU more, and four receiving threads
+    # the pull ~0.07 s more, on cores the hash needs.
     fast_stream: int = 256 << 20
     retries: int = 5  # attempts of a part in a row that make no progress, after the first
     retry_delay: float = 0.5  # seconds before the first retry; doubled each time, at most 30
