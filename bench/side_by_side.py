@@ -62,7 +62,11 @@ def wait_up(url: str, proc: subprocess.Popen, path: str = "/") -> None:
 
 def start_corral(folder: Path, model: Path, threads: int, models: dict[str, int],
                  env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """`corral serve` in a sealed home, with one definition per name -> num_ctx."""
+    """`corral serve` in a sealed home, with one definition per name -> num_ctx.
+
+    The template is the prompt itself, as llama-server's /v1/completions takes it: with the
+    model's chat template (Corral's /v1/completions applies it, as Ollama's does) each prompt would
+    be about three times as many tokens as llama-server's, and the two would not run the same work."""
     home = folder / "home"
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
@@ -71,7 +75,7 @@ def start_corral(folder: Path, model: Path, threads: int, models: dict[str, int]
     for name, num_ctx in models.items():
         modelfile = folder / f"{name}.Modelfile"
         modelfile.write_text(f"FROM {model}\nPARAMETER num_thread {threads}\nPARAMETER num_ctx {num_ctx}\n"
-                             "PARAMETER temperature 0\n")
+                             'PARAMETER temperature 0\nTEMPLATE """{{ .Prompt }}"""\n')
         subprocess.run([sys.executable, "-m", "corral.cli.main", "create", name, "-f", str(modelfile)],
                        env=env, check=True, capture_output=True)
     port = free_port()
@@ -159,6 +163,12 @@ def batched_bench(bins: Path, model: Path, threads: int, counts: list[int], toke
     return rates
 
 
+def prompt_tokens(url: str) -> int:
+    """The tokens a server counts in the benchmark's first prompt (both must count alike)."""
+    body = {"model": "smol", "prompt": PROMPT.format(i=1), "max_tokens": 1, "temperature": 0}
+    return httpx.post(url + "/v1/completions", json=body, timeout=300).json()["usage"]["prompt_tokens"]
+
+
 def side_by_side(args: argparse.Namespace, bins: Path, model: Path, counts: list[int], tmp: Path) -> dict:
     rows: dict[int, dict[str, dict]] = {}
     corral, curl = start_corral(tmp / "corral", model, args.threads, {"smol": 2048})
@@ -166,6 +176,8 @@ def side_by_side(args: argparse.Namespace, bins: Path, model: Path, counts: list
     try:
         asyncio.run(load(curl, "smol", 1, 8, False))
         asyncio.run(load(durl, "smol", 1, 8, True))
+        counted = {"corral": prompt_tokens(curl), "llama-server": prompt_tokens(durl)}
+        print(f"prompt tokens: {counted}", flush=True)
         for n in counts:
             row = rows[n] = {}
             row["corral"] = asyncio.run(load(curl, "smol", n, args.tokens, False))
@@ -184,7 +196,7 @@ def side_by_side(args: argparse.Namespace, bins: Path, model: Path, counts: list
     for n in counts:
         if n in limit:
             rows[n]["llama-batched-bench"] = {"tok_s": limit[n]}
-    return {str(n): r for n, r in rows.items()}
+    return {"prompt_tokens": counted, **{str(n): r for n, r in rows.items()}}
 
 
 def two_models(args: argparse.Namespace, model: Path, tmp: Path) -> dict:
@@ -272,10 +284,14 @@ def shared_prefix(args: argparse.Namespace, bins: Path, model: Path, tmp: Path) 
 
 def markdown(report: dict) -> str:
     lines = [f"# Side by side, {report['date']}", "", f"`{report['command']}`", "", report["setup"], ""]
+    if "prompt_tokens" in report.get("clients", {}):
+        lines += [f"Prompt tokens per request, as each server counts them: {report['clients']['prompt_tokens']}", ""]
     if "clients" in report:
         lines += ["| clients | server | tok/s | vs best llama-server | TTFT p50 s | TTFT p99 s | latency p50 s | "
                   "latency p99 s |", "|---|---|---|---|---|---|---|---|"]
         for n, row in report["clients"].items():
+            if n == "prompt_tokens":
+                continue
             best = max((v["tok_s"] for k, v in row.items() if k.startswith("llama-server")), default=0)
             for name, r in row.items():
                 cells = [f"{r[k]:.2f}" if k in r else "" for k in ("ttft_p50", "ttft_p99", "lat_p50", "lat_p99")]
