@@ -157,7 +157,7 @@ def _beat(worker: "_Worker", interval: float, stop: threading.Event) -> None:
 class _Worker:
     def __init__(self, conn: Connection, config: WorkerConfig) -> None:
         # llama_cpp loads its shared library on import: only here, never in the server process.
-        from corral.engine.batching import BatchLoop, EmbedBatcher
+        from corral.engine.batching import CPU_DECODE_ROWS, BatchLoop, EmbedBatcher
         from corral.engine.llama import Batch, Context, Model, default_threads
 
         self.conn = conn
@@ -192,6 +192,8 @@ class _Worker:
         self.batch_loop = BatchLoop(self.model, self.ctx, n_seqs=n_slots, seq_ctx=self.slot_ctx,
                                    pool=self.ctx.n_ctx, embedder=embedder, prefix_cache=config.prefix_cache,
                                    vision=self.vision)
+        if spec.plan.n_gpu_layers == 0:  # see batching.CPU_DECODE_ROWS
+            self.batch_loop.decode_rows = CPU_DECODE_ROWS
         self.draft_model = self._load_draft(spec, config, threads, Model, Context)
         self._replies: list[object] = []
         self._reported = 0.0  # monotonic time of the last PoolReport
