@@ -466,7 +466,8 @@ class BatchLoop:
             token = job.sampler.sample(self.ctx, job.index)
             if job.req.logprobs and not self.model.is_eog(token):
                 job.logprobs.append(token_logprob(self.ctx, job.index, self.model.n_vocab, token,
-                                                  job.req.top_logprobs, self._piece))
+                                                  job.req.top_logprobs,
+                                                  self._special if job.req.render_special else self._piece))
             job.index = -1
             job.eval_ns += time.monotonic_ns() - t0
             self._advance(slot, token, out)
@@ -507,7 +508,7 @@ class BatchLoop:
         if self.model.is_eog(token):
             self._finish(slot, "stop", "", out)
             return
-        text = job.stops.push(job.decoder.decode(self.model.token_to_piece(token)))
+        text = job.stops.push(job.decoder.decode(self.model.token_to_piece(token, special=job.req.render_special)))
         if job.stops.stopped:
             self._finish(slot, "stop", text, out)
         elif job.limit is not None and job.n_out >= job.limit:
@@ -521,6 +522,9 @@ class BatchLoop:
 
     def _piece(self, token: int) -> bytes:
         return self.model.token_to_piece(token)
+
+    def _special(self, token: int) -> bytes:
+        return self.model.token_to_piece(token, special=True)
 
     def _chunk(self, job: _Job, text: str) -> Chunk:
         """A chunk of `text` with the log-probabilities of the tokens it releases, if asked."""
@@ -586,6 +590,10 @@ class BatchLoop:
         slot.job = None
         self._counter += 1
         slot.last_used = self._counter
+        if not self.prefix_cache:
+            # Nothing will reuse its cells, and cells in use, even idle ones, cost every other
+            # sequence's attention a scan (CPU_DECODE_ROWS).
+            self._drop(slot)
 
     def _fail_batch(self, running: list[_Slot], rc: int, out: list[Outbound]) -> None:
         log.error("llama_decode failed with code %d; failing the %d requests in the batch", rc, len(running))

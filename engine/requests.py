@@ -61,6 +61,7 @@ class GenerateRequest:
     logprobs: bool = False  # each Chunk carries its tokens' log-probabilities
     top_logprobs: int = 0  # and the most likely alternatives at each position (0..20)
     images: tuple[bytes, ...] = ()  # image files (PNG, JPEG, ...), one per MEDIA_MARKER in the prompt
+    render_special: bool = False  # control tokens come out as their text (harmony's <|channel|>, for its parser)
 
 
 @dataclass(frozen=True, slots=True)

@@ -330,7 +330,9 @@ async def run(scheduler: Scheduler, models: ModelSource, name: str, keep_alive: 
                                   stop=plan.stop, grammar=plan.grammar,
                                   prompt_tokens=tuple(tokens) if tokens is not None else None, shift=plan.shift,
                                   logprobs=plan.logprobs or plan.top_logprobs > 0,
-                                  top_logprobs=plan.top_logprobs, images=plan.images)
+                                  top_logprobs=plan.top_logprobs, images=plan.images,
+                                  # harmony's headers are control tokens: its parser reads them
+                                  render_special=plan.thinking == "harmony")
         parser = ToolStream(plan.tool_names) if plan.tool_names is not None else None
         thinker = make_parser(plan.thinking, plan.prompt) if plan.thinking else None
         # A thinking model thinks before its grammar holds it (think_first.py), as in Ollama.

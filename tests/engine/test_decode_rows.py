@@ -1,6 +1,7 @@
 """Decoding many sequences in groups (engine/batching.py's CPU_DECODE_ROWS), on the real SmolLM2
 in this process: with at most two sequences per decode, five generating sequences take three
-decodes a step, every request is answered in full, and each answer starts as with one decode."""
+decodes a step, every request is answered in full, and each answer starts as with one decode.
+And the cells a finished request leaves: kept for prefix reuse, or freed when sharing is off."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ QUESTIONS = ["Describe the sea.", "Tell me about dogs.", "Write about the rain."
              "Tell me about a city."]
 
 
-def answers(weights: Path, rows: int | None) -> tuple[dict[str, str], list[int]]:
-    """Each request's text, and the tokens of every decode, with `rows` sequences per decode."""
+def answers(weights: Path, rows: int | None, prefix_cache: bool = False) -> tuple[dict[str, str], list[int], int]:
+    """Each request's text, the tokens of every decode (with `rows` sequences per decode), and
+    the cells still held once all are answered."""
     spec = runtime_spec(weights, name="rows", num_ctx=256, num_parallel=4)
     model = Model([str(weights)], spec.load)
     ctx = Context(model, n_ctx=1024, n_batch=256, n_seq_max=8, n_threads=2, unified=True)
@@ -33,7 +35,7 @@ def answers(weights: Path, rows: int | None) -> tuple[dict[str, str], list[int]]
 
     ctx.decode = counted
     loop = BatchLoop(model, ctx, n_seqs=8, seq_ctx=256, pool=1024,
-                     embedder=EmbedBatcher(model, lambda: ctx, limit=256), prefix_cache=False)
+                     embedder=EmbedBatcher(model, lambda: ctx, limit=256), prefix_cache=prefix_cache)
     loop.decode_rows = rows
     try:
         for i, question in enumerate(QUESTIONS):
@@ -48,7 +50,7 @@ def answers(weights: Path, rows: int | None) -> tuple[dict[str, str], list[int]]
                     finals.append(message)
         assert sorted(f.id for f in finals) == [f"q{i}" for i in range(len(QUESTIONS))]
         assert all(f.eval_count == 24 for f in finals)
-        return texts, decodes
+        return texts, decodes, loop.stats().cached_cells
     finally:
         loop.close()
         ctx.close()
@@ -56,8 +58,8 @@ def answers(weights: Path, rows: int | None) -> tuple[dict[str, str], list[int]]
 
 
 def test_generating_sequences_are_decoded_in_groups(smollm2_gguf: Path) -> None:
-    together, one_decode = answers(smollm2_gguf, None)
-    grouped, decodes = answers(smollm2_gguf, 2)
+    together, one_decode, _ = answers(smollm2_gguf, None)
+    grouped, decodes, _ = answers(smollm2_gguf, 2)
     # One decode reads the five prompts; then each of the 23 steps left decodes 5 tokens at once,
     # or 2 + 2 + 1 in groups.
     assert one_decode == [one_decode[0]] + [5] * 23
@@ -66,3 +68,10 @@ def test_generating_sequences_are_decoded_in_groups(smollm2_gguf: Path) -> None:
     for key, text in together.items():
         shared = next((i for i, (a, b) in enumerate(zip(text, grouped[key])) if a != b), min(len(text), len(grouped[key])))
         assert shared >= min(len(text), 40), (text, grouped[key])
+
+
+@pytest.mark.parametrize(("prefix_cache", "kept"), [(True, True), (False, False)])
+def test_finished_requests_keep_their_cells_only_for_prefix_sharing(smollm2_gguf: Path, prefix_cache, kept) -> None:
+    # Idle cells are not free to keep: every decode's attention scans the cells in use.
+    _, _, cached = answers(smollm2_gguf, None, prefix_cache=prefix_cache)
+    assert (cached > 0) is kept

@@ -99,6 +99,13 @@ def test_harmony_channels_by_parser(fake, tmp_path):
                            "<|channel|>final<|message|>", "4"]
     body = fake.client.post("/api/chat", json={"model": "oss", "messages": USER, "stream": False}).json()
     assert body["message"] == {"role": "assistant", "content": "4", "thinking": "Easy."}
+    # harmony's headers are control tokens, which the engine drops from text unless asked
+    assert [r.render_special for r in fake.engines.requests] == [True]
+
+
+def test_only_harmony_asks_for_control_tokens(thinker):
+    thinker.client.post("/api/chat", json={"model": "thinker", "messages": USER, "stream": False})
+    assert [r.render_special for r in thinker.engines.requests] == [False]
 
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
