@@ -52,6 +52,11 @@ MiB = 1 << 20
 GiB = 1 << 30
 GPU_RESERVE_BYTES = 457 * MiB
 MAX_SEQUENCES = 64  # sequences sharing the pool at most, unless num_parallel is set
+# On the CPU, fewer: each decode's attention scans every cell of the shared pool for each sequence,
+# so beyond about 32 a step grows faster than the tokens it adds (SmolLM2 on 2 cores, 64 requests
+# of 144 tokens in 8192 cells: 274 tokens/s with 32 at once, 212 with all 64, which also ran the
+# pool full and paused some).
+CPU_MAX_SEQUENCES = 32
 CELLS_PER_SEQUENCE = 32  # a small pool admits one sequence per this many cells
 CTX_ALIGN = 256
 KV_TYPE_BYTES: dict[str, float] = {
@@ -228,7 +233,8 @@ def plan_memory(
 
     num_gpu: -1 = as many layers as fit, 0 = CPU only, N = exactly N layers (llama.cpp counting).
     main_gpu: pin the model to this one GPU. reserve_bytes: kept free on every GPU used.
-    max_sequences: sequences sharing the KV pool; None: MAX_SEQUENCES, fewer in a small pool.
+    max_sequences: sequences sharing the KV pool; None: MAX_SEQUENCES (CPU_MAX_SEQUENCES on the
+    CPU), fewer in a small pool.
     vision_bytes: the projector and its image allowance (see the module docstring), 0 for none.
     draft_bytes: the DRAFT model's own total (`draft_total`), loaded where the model's layers go.
     Raises CompileError for an unknown main_gpu or kv_cache_type; ValueError for sizes below 1.
@@ -246,6 +252,8 @@ def plan_memory(
     reasons = _notes(info, num_ctx, kv_cache_type)
     extra = vision_bytes + draft_bytes
     chosen = _choose(info, inventory, costs, num_gpu, main_gpu, reserve_bytes + extra, reasons)
+    if not chosen.ngl and max_sequences is None:
+        sequences = max(num_parallel, min(sequences, CPU_MAX_SEQUENCES))
     where = "each GPU used" if chosen.ngl else "the CPU"
     if vision_bytes:
         reasons.append(f"projector and one image: {vision_bytes / MiB:.0f} MiB, kept on {where}")

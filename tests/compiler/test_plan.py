@@ -275,7 +275,7 @@ def test_real_smollm2_plan(smollm2_gguf: Path) -> None:
 
 
 @pytest.mark.parametrize("num_ctx, num_parallel, max_sequences, cells, sequences", [
-    (4096, 4, None, 16384, 64),  # the default: four full-length sequences' cells, 64 at once
+    (4096, 4, None, 16384, 32),  # the default: four full-length sequences' cells, 32 at once on the CPU
     (512, 1, None, 512, 16),  # a small pool: one sequence per 32 cells
     (256, 1, None, 256, 8),
     (128, 4, None, 512, 16),
@@ -286,12 +286,17 @@ def test_the_pool_and_how_many_sequences_share_it(num_ctx: int, num_parallel: in
                                                   cells: int, sequences: int) -> None:
     plan = plan_memory(SMALL, NO_NVML, num_ctx=num_ctx, num_parallel=num_parallel, max_sequences=max_sequences)
     assert (plan.n_ctx, plan.max_sequences, plan.sequences) == (cells, sequences, sequences)
-    assert pool_sequences(cells, num_parallel) == (sequences if max_sequences is None else 64)
+    assert min(pool_sequences(cells, num_parallel), 32) == (sequences if max_sequences is None else 32)
+
+
+def test_on_a_gpu_64_sequences_share_the_pool() -> None:
+    plan = plan_memory(SMALL, gpus(H100), num_ctx=4096, num_parallel=4)
+    assert (plan.backend, plan.max_sequences) == ("cuda", 64)
 
 
 def test_the_plan_shows_the_pool() -> None:
     plan = plan_memory(SMALL, NO_NVML, num_ctx=2048, num_parallel=4)
-    assert dict(plan.rows())["KV pool"] == "8192 cells shared by up to 64 sequences; holds 4 of the full 2048 tokens"
+    assert dict(plan.rows())["KV pool"] == "8192 cells shared by up to 32 sequences; holds 4 of the full 2048 tokens"
 
 
 # --- Properties ---------------------------------------------------------------------------------
