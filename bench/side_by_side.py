@@ -4,6 +4,7 @@
     python bench/side_by_side.py --two-models      # two busy models against one, same total load
     python bench/side_by_side.py --single-stream   # 1 client: 64 sequences allowed against 1
     python bench/side_by_side.py --shared-prefix   # 16 clients, one 1,500-token system prompt
+    python bench/side_by_side.py --embed-beside    # 8 chat clients beside 4 embedding clients, one model
 
 llama-server and llama-batched-bench are built once from the llama.cpp inside the installed
 llama-cpp-python (bench/llamacpp_build.py). For each client count N, interleaved so that the
@@ -224,6 +225,60 @@ def two_models(args: argparse.Namespace, model: Path, tmp: Path) -> dict:
             "share_a": a / (a + b), "share_b": b / (a + b)}
 
 
+async def _embedding_clients(url: str, n: int, stop_at: asyncio.Event) -> int:
+    """`n` clients embedding one sentence at a time until `stop_at`; how many they embedded."""
+    done = [0]
+
+    async def one(i: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+            while not stop_at.is_set():
+                body = {"model": "smol", "input": [f"Sentence {i}.{done[0]} about the sea and its ships."]}
+                (await client.post("/api/embed", json=body)).raise_for_status()
+                done[0] += 1
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return done[0]
+
+
+def embed_beside(args: argparse.Namespace, model: Path, tmp: Path) -> dict:
+    """8 chat clients alone, 4 embedding clients alone, then both at once on the same model,
+    interleaved: each side's rate as a share of its rate alone (shares summing to 1: no collapse)."""
+    proc, url = start_corral(tmp / "embed", model, args.threads, {"smol": 2048})
+    rounds: list[dict] = []
+
+    async def embeddings_for(seconds: float) -> float:
+        stop_at = asyncio.Event()
+        task = asyncio.create_task(_embedding_clients(url, 4, stop_at))
+        await asyncio.sleep(seconds)
+        stop_at.set()
+        return await task / seconds
+
+    async def both(offset: int) -> tuple[float, float]:
+        stop_at = asyncio.Event()
+        task = asyncio.create_task(_embedding_clients(url, 4, stop_at))
+        started = time.perf_counter()
+        chat = await load(url, "smol", 8, args.tokens, False, offset=offset)
+        elapsed = time.perf_counter() - started
+        stop_at.set()
+        return chat["tok_s"], await task / elapsed
+
+    try:
+        asyncio.run(load(url, "smol", 1, 8, False))
+        asyncio.run(embeddings_for(1.0))
+        for r in range(args.repeats):
+            chat_alone = asyncio.run(load(url, "smol", 8, args.tokens, False, offset=100 * r))["tok_s"]
+            embed_alone = asyncio.run(embeddings_for(8.0))
+            chat, embeds = asyncio.run(both(100 * r + 50))
+            rounds.append({"chat_alone": chat_alone, "embeddings_alone": embed_alone, "chat": chat,
+                           "embeddings": embeds})
+    finally:
+        stop(proc)
+    chat_share = statistics.median(r["chat"] / r["chat_alone"] for r in rounds)
+    embed_share = statistics.median(r["embeddings"] / r["embeddings_alone"] for r in rounds)
+    return {"rounds": rounds, "chat_share": chat_share, "embedding_share": embed_share,
+            "shares_sum": chat_share + embed_share}
+
+
 def single_stream(args: argparse.Namespace, model: Path, tmp: Path) -> dict:
     """One client on a server allowing 64 sequences against one allowing 1, interleaved."""
     many, murl = start_corral(tmp / "many", model, args.threads, {"smol": 2048}, {"CORRAL_NUM_PARALLEL": "64"})
@@ -296,7 +351,7 @@ def markdown(report: dict) -> str:
             for name, r in row.items():
                 cells = [f"{r[k]:.2f}" if k in r else "" for k in ("ttft_p50", "ttft_p99", "lat_p50", "lat_p99")]
                 lines.append(f"| {n} | {name} | {r['tok_s']:.1f} | {r['tok_s'] / best:.2f} | " + " | ".join(cells) + " |")
-    for key in ("two_models", "single_stream", "shared_prefix"):
+    for key in ("two_models", "single_stream", "shared_prefix", "embed_beside"):
         if key in report:
             lines += ["", f"## {key}", "", "```", json.dumps(report[key], indent=1), "```"]
     return "\n".join(lines) + "\n"
@@ -311,6 +366,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 and 8 clients, 64 tokens")
     ap.add_argument("--two-models", action="store_true")
     ap.add_argument("--single-stream", action="store_true")
+    ap.add_argument("--embed-beside", action="store_true", help="8 chat clients beside 4 embedding clients")
     ap.add_argument("--shared-prefix", action="store_true", help="16 clients, one 1,500-token system prompt")
     args = ap.parse_args()
     if args.quick:
@@ -329,14 +385,17 @@ def main() -> int:
             report["two_models"] = two_models(args, model, Path(tmp))
         if args.single_stream:
             report["single_stream"] = single_stream(args, model, Path(tmp))
+        if args.embed_beside:
+            report["embed_beside"] = embed_beside(args, model, Path(tmp))
         if args.shared_prefix:
             report["shared_prefix"] = shared_prefix(args, build(), model, Path(tmp))
-        if not (args.two_models or args.single_stream or args.shared_prefix):
+        if not (args.two_models or args.single_stream or args.shared_prefix or args.embed_beside):
             report["clients"] = side_by_side(args, build(), model, counts, Path(tmp))
     RESULTS.mkdir(parents=True, exist_ok=True)
     # The mode and the second are in the name: runs of several modes in one minute must not
     # overwrite each other's results.
-    mode = next((m for m in ("two_models", "single_stream", "shared_prefix") if m in report), "clients")
+    mode = next((m for m in ("two_models", "single_stream", "shared_prefix", "embed_beside") if m in report),
+                "clients")
     stem = RESULTS / f"side_by_side-{report['date'][:19].replace(':', '')}-{mode.replace('_', '-')}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
