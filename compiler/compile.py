@@ -17,7 +17,7 @@ from pathlib import Path
 from corral.compiler.templates.chat import compile_template, known_stops, recognise
 from corral.compiler.templates.library import library_template
 from corral.compiler.errors import CompileError, GGUFError, WeightsError
-from corral.compiler.gguf.check import check_gguf
+from corral.compiler.gguf.check import GGUFHeader, check_gguf
 from corral.compiler.gguf.info import ModelInfo, model_info_from_header, read_split_info, split_count
 from corral.machine.gpus import GpuInventory
 from corral.compiler.plan import draft_total, plan_memory, vision_allowance
@@ -72,9 +72,9 @@ def compile_definition(d: ModelDefinition, *, name: str, base_dir: Path, resolve
     clamped = _clamped_num_ctx(num_ctx, info.context_length)
     if clamped is not None:
         num_ctx = clamped[0]
-    draft = _draft(d, base_dir, resolver, weights_path)
-    draft_bytes = (draft_total(model_info_from_header(check_gguf(draft.path)), num_ctx=num_ctx,
-                               num_batch=int(params.get("num_batch", 512))) if draft is not None else 0)
+    draft, draft_header = _draft(d, base_dir, resolver, weights_path) or (None, None)
+    draft_bytes = (draft_total(model_info_from_header(draft_header), num_ctx=num_ctx,
+                               num_batch=int(params.get("num_batch", 512))) if draft_header is not None else 0)
 
     def planned(slots: int):
         return plan_memory(info, options.inventory, num_ctx=num_ctx, num_parallel=slots,
@@ -116,9 +116,10 @@ def _clamped_num_ctx(num_ctx: int, trained: int | None) -> tuple[int, str] | Non
                      f"clamped to {trained}")
 
 
-def _draft(d: ModelDefinition, base_dir: Path, resolver: ModelResolver, target: Path) -> WeightsRef | None:
-    """The DRAFT model's weights (a GGUF path or a model name), checked to share the model's
-    vocabulary: speculative decoding compares the two models' token ids."""
+def _draft(d: ModelDefinition, base_dir: Path, resolver: ModelResolver,
+           target: Path) -> tuple[WeightsRef, GGUFHeader] | None:
+    """The DRAFT model's weights (a GGUF path or a model name) and header, checked to share the
+    model's vocabulary: speculative decoding compares the two models' token ids."""
     if d.draft is None:
         return None
     value, span = d.draft.value.strip(), d.draft.span
@@ -127,21 +128,17 @@ def _draft(d: ModelDefinition, base_dir: Path, resolver: ModelResolver, target: 
         ref = weights_ref(find_weights(path, span, what="DRAFT").resolve())
     else:
         ref = resolve_model(resolver, value, span).weights
-    try:
-        theirs = _vocabulary(Path(ref.path))
-    except GGUFError as e:
-        raise GGUFError(e.message, span, e.hint) from None
-    mine = _vocabulary(target)
+    header = _header(ref.path, span)
+    theirs, mine = _vocabulary(header.metadata), _vocabulary(check_gguf(target).metadata)
     if theirs != mine:
         raise CompileError(f"the DRAFT model's vocabulary ({theirs[0]}, {theirs[1]} tokens) is not the "
                            f"model's ({mine[0]}, {mine[1]} tokens)", span,
                            hint="a draft model must use the same tokenizer, e.g. a smaller model of the same family")
-    return ref
+    return ref, header
 
 
-def _vocabulary(path: Path) -> tuple[str, int]:
-    """A GGUF's tokenizer model and vocabulary size."""
-    meta = check_gguf(path).metadata
+def _vocabulary(meta: dict) -> tuple[str, int]:
+    """A GGUF's tokenizer model and vocabulary size, from its metadata."""
     tokens = meta.get("tokenizer.ggml.tokens")
     return str(meta.get("tokenizer.ggml.model", "none")), getattr(tokens, "length", 0)
 
@@ -235,24 +232,29 @@ def _find_splits(first: Path, count: int, base: ParentModel | None, resolver: Mo
     return tuple(shards)
 
 
-def _adapter(value: str, span: Span | None, base_dir: Path, what: str = "ADAPTER") -> WeightsRef:
-    path = find_weights(expand(value, base_dir), span, what=what)
+def _header(path: str | Path, span: Span | None) -> GGUFHeader:
+    """A GGUF's checked header, what is wrong with it reported at the line that names it."""
     try:
-        check_gguf(path)
+        return check_gguf(path)
     except GGUFError as e:
         raise GGUFError(e.message, span, e.hint) from None
+
+
+def _adapter(value: str, span: Span | None, base_dir: Path) -> WeightsRef:
+    path = find_weights(expand(value, base_dir), span, what="ADAPTER")
+    _header(path, span)
     return weights_ref(path.resolve())
 
 
 def _projector(value: str, span: Span | None, base_dir: Path) -> WeightsRef:
     """A PROJECTOR (or second FROM) file, which must be a multimodal projector, not a model."""
-    ref = _adapter(value, span, base_dir, "PROJECTOR")
-    arch = check_gguf(ref.path).metadata.get("general.architecture")
+    path = find_weights(expand(value, base_dir), span, what="PROJECTOR")
+    arch = _header(path, span).metadata.get("general.architecture")
     if arch != "clip":
         raise GGUFError(f"{Path(value).name} is not a multimodal projector: its architecture is {arch!r}, not 'clip'",
                         span, "a definition has one model (its FROM); a PROJECTOR line or a second FROM names its "
                               "projector, an mmproj GGUF")
-    return ref
+    return weights_ref(path.resolve())
 
 
 def _vision_bytes(projector: WeightsRef) -> int:
