@@ -252,6 +252,13 @@ class BatchLoop:
             self.embedder.step(out)
         return out
 
+    def set_threads(self, n: int) -> None:
+        """Threads for every context the loop decodes on: generation, embeddings and the draft."""
+        self.ctx.set_threads(n)
+        self.embedder.set_threads(n)
+        if self.drafter is not None:
+            self.drafter.ctx.set_threads(n)
+
     def close(self) -> None:
         for slot in self._slots:
             if slot.job:
@@ -541,11 +548,11 @@ class BatchLoop:
         if not job.req.shift or job.req.sampling.num_predict == -2:
             return False
         num_keep = job.req.sampling.num_keep
-        keep = len(job.prompt) if num_keep < 0 else num_keep + (1 if self.model.add_bos else 0)
-        discard = (len(slot.cached) - min(keep, self.seq_ctx - 1)) // 2
+        keep = min(len(job.prompt) if num_keep < 0 else num_keep + (1 if self.model.add_bos else 0),
+                   self.seq_ctx - 1)
+        discard = (len(slot.cached) - keep) // 2
         if discard <= 0:
             return False
-        keep = min(keep, self.seq_ctx - 1)
         # In place when the cells that move are this sequence's alone: moving a cell moves it for
         # every sequence that sees it, and a prefix shared with others must stay where it is.
         if self.ctx.can_shift and self._ledger.private(slot.seq, keep + discard):

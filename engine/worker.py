@@ -275,10 +275,7 @@ class _Worker:
         if threads != self._threads:
             # Every context of this worker: a busy embedding or draft context with all the cores
             # would oversubscribe them as two busy models did.
-            self.ctx.set_threads(threads)
-            self.batch_loop.embedder.set_threads(threads)
-            if self.batch_loop.drafter is not None:
-                self.batch_loop.drafter.ctx.set_threads(threads)
+            self.batch_loop.set_threads(threads)
             self._threads = threads
 
     def _handle(self, message: object) -> bool:
