@@ -58,13 +58,11 @@ class ScriptedEngines:
     def __call__(self, spec: RuntimeSpec) -> "ScriptedEngine":
         return ScriptedEngine(spec, self)
 
-    def final(self, req: GenerateRequest, count: int | None = None, stopped: str | None = None) -> Final:
-        if stopped is not None:
-            return Final(req.id, "stop", self.prompt_eval_count, self.prompt_eval_duration, count or 0,
-                         self.eval_duration, stop_sequence=stopped)
-        return Final(req.id, self.done_reason, self.prompt_eval_count, self.prompt_eval_duration,
-                     len(self.pieces) if count is None else count, self.eval_duration,
-                     stop_sequence=self.stop_sequence)
+    def final(self, req: GenerateRequest, count: int, stopped: str | None = None) -> Final:
+        """The Final of a generation of `count` pieces, ended by the stop string `stopped` if any."""
+        return Final(req.id, "stop" if stopped is not None else self.done_reason, self.prompt_eval_count,
+                     self.prompt_eval_duration, count, self.eval_duration,
+                     stop_sequence=stopped if stopped is not None else self.stop_sequence)
 
     def pieces_for(self, req: GenerateRequest) -> list[str]:
         return self.grammar_pieces if req.grammar and self.grammar_pieces is not None else self.pieces
