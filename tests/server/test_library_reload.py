@@ -175,7 +175,8 @@ def test_cli_library_status_and_apply(served, tmp_path, smollm2_gguf):
     other = tmp_path / "other"
     other.mkdir()
     (other / "smol.gguf").symlink_to(smollm2_gguf)
-    (other / "tiny.toml").write_text('from = "./smol.gguf"\n')
+    # Bounded: with no num_predict a sampled generation may run to the 10 x num_ctx cap, minutes on CI.
+    (other / "tiny.toml").write_text('from = "./smol.gguf"\n[parameters]\nnum_predict = 4\n')
     dry = subprocess.run([sys.executable, "-m", "corral.cli.main", "apply", str(other), "--dry-run"], env=env,
                          capture_output=True, text=True)
     assert dry.returncode == 0 and "create" in dry.stdout and "delete" in dry.stdout and "tiny:latest" in dry.stdout
