@@ -254,6 +254,9 @@ def plan_memory(
     chosen = _choose(info, inventory, costs, num_gpu, main_gpu, reserve_bytes + extra, reasons)
     if not chosen.ngl and max_sequences is None:
         sequences = max(num_parallel, min(sequences, CPU_MAX_SEQUENCES))
+        # llama.cpp sizes its logits buffer by the sequences the context serves: cost the CPU's count.
+        costs = _costs(info, cells, min(num_batch, cells), sequences, KV_TYPE_BYTES[kv_cache_type])
+        chosen = _evaluate(costs, (), 0, reserve_bytes + extra)
     where = "each GPU used" if chosen.ngl else "the CPU"
     if vision_bytes:
         reasons.append(f"projector and one image: {vision_bytes / MiB:.0f} MiB, kept on {where}")

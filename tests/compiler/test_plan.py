@@ -289,6 +289,15 @@ def test_the_pool_and_how_many_sequences_share_it(num_ctx: int, num_parallel: in
     assert min(pool_sequences(cells, num_parallel), 32) == (sequences if max_sequences is None else 32)
 
 
+def test_the_cpu_plan_costs_the_logits_of_the_sequences_it_serves() -> None:
+    """llama.cpp's logits buffer holds a row of 4 x vocabulary bytes per sequence the context serves:
+    the CPU plan's 32, not the 64 it would have on a GPU."""
+    default = plan_memory(SMALL, NO_NVML, num_ctx=4096, num_parallel=4)
+    asked = plan_memory(SMALL, NO_NVML, num_ctx=4096, num_parallel=4, max_sequences=32)
+    assert default.max_sequences == 32
+    assert (default.compute_bytes, default.total_bytes) == (asked.compute_bytes, asked.total_bytes)
+
+
 def test_on_a_gpu_64_sequences_share_the_pool() -> None:
     plan = plan_memory(SMALL, gpus(H100), num_ctx=4096, num_parallel=4)
     assert (plan.backend, plan.max_sequences) == ("cuda", 64)
