@@ -79,9 +79,8 @@ async def pieces(engine: Engine, request: GenerateRequest, thinker: ThinkingPars
     rest = thinker.finish()
     if rest.thinking:
         yield Piece("", Split(thinking=rest.thinking))
-    if answered:
-        opening = turn.direct
-        thought = ""
+    if answered:  # what was already sent (whitespace, a header) stays in the prompt: the context holds it
+        opening = "" if thought.endswith(turn.direct) else turn.direct
     elif final is not None and final.stop_sequence == turn.end:
         opening = turn.resume
     else:  # it ended while thinking (end of generation, a stop of the request's, num_predict)

@@ -146,12 +146,26 @@ def test_format_holds_only_the_answer_after_the_thinking(thinker, fmt):
     assert reply.eval_count == 1 + 2  # the thinking's token and the answer's two
 
 
-def test_a_model_that_answers_without_thinking_answers_again_under_the_format(thinker):
-    thinks_then_answers(thinker, ["Sure", ", here it is"])
+@pytest.mark.parametrize("pieces, sent", [(["Sure", ", here it is"], ""), (["\n", "Sure"], "\n")])
+def test_a_model_that_answers_without_thinking_answers_again_under_the_format(thinker, pieces, sent):
+    """The second generation continues from what the first had sent, so the reply's context holds
+    exactly the text that was generated."""
+    thinks_then_answers(thinker, pieces)
     reply = ollama.Client(host=thinker.url).chat(model="thinker", messages=USER, format="json")
     assert (reply.message.thinking, reply.message.content) == (None, '{"answer": 4}')
     first, second = thinker.engines.requests
-    assert second.prompt == first.prompt and second.grammar is not None
+    assert second.prompt == first.prompt + sent and second.grammar is not None
+
+
+def test_a_harmony_model_that_opens_its_final_channel_at_once_is_not_given_it_twice(fake, tmp_path):
+    define(fake, tmp_path, "oss", HARMONY, "PARSER harmony\n")
+    thinks_then_answers(fake, ["<|channel|>final<|message|>", "Sure"])
+    body = {"model": "oss", "prompt": "Hi", "format": "json", "stream": False}
+    assert fake.client.post("/api/generate", json=body).json()["response"] == '{"answer": 4}'
+    first, second = fake.engines.requests
+    assert second.prompt == first.prompt + "<|channel|>final<|message|>"
+    # the context is the prompt and the reply as generated: the header once
+    assert fake.engines.tokenized[-1] == second.prompt + '{"answer": 4}'
 
 
 def test_format_with_think_false_is_one_generation_under_the_format(thinker):
