@@ -10,7 +10,9 @@ llama-server and llama-batched-bench are built once from the llama.cpp inside th
 llama-cpp-python (bench/llamacpp_build.py). For each client count N, interleaved so that the
 machine's load falls on every server alike: Corral at its defaults (a real `corral serve` on a
 free port, sealed home), llama-server at its defaults, llama-server with `-np N` (its best for N),
-and llama-batched-bench with N sequences (no HTTP: the limit). Every client asks /v1/completions
+and llama-batched-bench with N sequences (no HTTP: the limit), each in a KV stream of its own as
+llama-server -np N has them and again in one unified cache (`-kvu`) as Corral's pool has them:
+the limit of that layout. Every client asks /v1/completions
 for --tokens tokens at temperature 0 (llama-server with ignore_eos; Corral's prompts run to the
 limit), streamed, so time to first token is measured too. Results: bench/results/side_by_side-
 <date>.json and .md.
@@ -148,12 +150,15 @@ async def load(url: str, model: str, n: int, tokens: int, llama: bool, offset: i
             "min_tokens": min(r[2] or tokens for r in results)}
 
 
-def batched_bench(bins: Path, model: Path, threads: int, counts: list[int], tokens: int) -> dict[int, float]:
-    """llama-batched-bench's generation speed (S_TG t/s) with N sequences of 16 + `tokens`."""
+def batched_bench(bins: Path, model: Path, threads: int, counts: list[int], tokens: int,
+                  unified: bool = False) -> dict[int, float]:
+    """llama-batched-bench's generation speed (S_TG t/s) with N sequences of 16 + `tokens`: each
+    sequence in a KV stream of its own (its default), or all in one unified cache (`-kvu`), the
+    layout of Corral's shared pool."""
     cells = max(counts) * (16 + tokens) + 256
     done = subprocess.run([str(bins / "llama-batched-bench"), "-m", str(model), "-c", str(cells), "-b", "2048",
                            "-ub", "512", "-npp", "16", "-ntg", str(tokens), "-npl", ",".join(map(str, counts)),
-                           "-t", str(threads), "-tb", str(threads)],
+                           "-t", str(threads), "-tb", str(threads), "-kvu" if unified else "-no-kvu"],
                           env={**os.environ, "LD_LIBRARY_PATH": str(bins)}, capture_output=True, text=True,
                           check=True)
     rates = {}
@@ -194,9 +199,12 @@ def side_by_side(args: argparse.Namespace, bins: Path, model: Path, counts: list
         stop(corral)
         stop(defaults)
     limit = batched_bench(bins, model, args.threads, counts, args.tokens)
+    shared = batched_bench(bins, model, args.threads, counts, args.tokens, unified=True)
     for n in counts:
         if n in limit:
             rows[n]["llama-batched-bench"] = {"tok_s": limit[n]}
+        if n in shared:
+            rows[n]["llama-batched-bench -kvu"] = {"tok_s": shared[n]}
     return {"prompt_tokens": counted, **{str(n): r for n, r in rows.items()}}
 
 
@@ -337,6 +345,20 @@ def shared_prefix(args: argparse.Namespace, bins: Path, model: Path, tmp: Path) 
             "llama_server_over_corral": p50["llama-server -np 16"] / p50["corral"]}
 
 
+def cpu_name() -> str:
+    """The processor's model name and widest vector extension: results differ between machines by more
+    than their cores (one client: 148 tokens/s on one 2-core machine here, 55 on an AVX2 EPYC)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "an unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "an unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    vector = next((v for v in ("avx512f", "avx2", "avx") if v in flags), "no AVX")
+    return f"{name} ({vector})"
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Side by side, {report['date']}", "", f"`{report['command']}`", "", report["setup"], ""]
     if "prompt_tokens" in report.get("clients", {}):
@@ -379,7 +401,7 @@ def main() -> int:
     report: dict = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "command": " ".join(["python", "bench/side_by_side.py", *sys.argv[1:]]),
                     "setup": f"SmolLM2-135M Q4_1, {args.threads} threads, {args.tokens}-token completions, "
-                             f"temperature 0, {os.cpu_count()} cores"}
+                             f"temperature 0, {os.cpu_count()} cores of {cpu_name()}"}
     with tempfile.TemporaryDirectory(prefix="corral-sbs-") as tmp:
         if args.two_models:
             report["two_models"] = two_models(args, model, Path(tmp))
